@@ -1,0 +1,70 @@
+# callvault: every recurring action has a target here. `make demo` and `make test` are
+# the two commands a new machine needs; both install what they use into .venv first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SOURCES ?= local/sources.yaml
+STATE ?= .local/state.json
+export SAM_CLI_TELEMETRY := 0
+export PYTHONPATH := $(CURDIR):$(CURDIR)/layers/callvault
+
+.PHONY: venv demo local test unit integration lint format typecheck validate build bench deploy-dev deploy-prod clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements-dev.txt layers/callvault/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+## The main job, locally: AWS stand-in + PBX simulator + real handlers; archive calls, verify them.
+demo: venv
+	$(BIN)/python -m local.demo
+
+## Start the local stack and keep it up (Ctrl-C stops it).
+local: venv
+	$(BIN)/python -m local --sources $(SOURCES) --state $(STATE)
+
+## The whole suite: lint, types, template checks, unit and integration tests.
+test: venv lint typecheck
+	$(BIN)/python -m pytest
+
+unit: venv
+	$(BIN)/python -m pytest tests/unit
+
+integration: venv
+	$(BIN)/python -m pytest tests/integration
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# Each function is its own `app` module, so they are checked one at a time.
+typecheck: venv
+	$(BIN)/mypy layers/callvault/callvault local bench
+	for app in functions/*/app.py; do $(BIN)/mypy $$app || exit 1; done
+
+validate: venv
+	$(BIN)/sam validate --lint
+
+build: venv
+	$(BIN)/sam build
+
+bench: venv
+	$(BIN)/python -m bench
+
+deploy-dev: build
+	$(BIN)/sam deploy --config-env dev
+
+deploy-prod: build
+	$(BIN)/sam deploy --config-env prod
+
+clean:
+	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,60 @@
+"""Fetcher function: SQS batch of FetchJobs → recordings in S3, ledger updated, failures reported."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import boto3
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from callvault.config import settings
+from callvault.fetching import Fetcher
+from callvault.http import HttpClients
+from callvault.jobs import RetryWorkflow
+from callvault.ledger import RecordingLedger, lease_seconds_for
+from callvault.models import FetchJob
+from callvault.observability import logger
+from callvault.provider_state import ProviderState
+from callvault.providers import ProviderRuntime
+from callvault.sources import SourceDirectory
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+@lru_cache(maxsize=1)
+def _fetcher() -> Fetcher:
+    config = settings()
+    table = boto3.resource("dynamodb").Table(config.ledger_table)
+    return Fetcher(
+        sources=SourceDirectory(boto3.client("secretsmanager"), config.sources_secret_prefix),
+        ledger=RecordingLedger(table),
+        s3=boto3.client("s3"),
+        bucket=config.recordings_bucket,
+        runtime=ProviderRuntime(
+            http=HttpClients(), state=ProviderState(table), webhook_base_url=config.webhook_base_url
+        ),
+        workflow=RetryWorkflow(boto3.client("stepfunctions"), config.retry_state_machine_arn),
+        retry=config.retry,
+    )
+
+
+def _remaining_ms() -> int:
+    context = getattr(processor, "lambda_context", None)
+    return int(context.get_remaining_time_in_millis()) if context else 300_000
+
+
+def fetch_record(record: SQSRecord) -> None:
+    # A malformed message raises InvalidJob: reported as failed, redelivered, then parked
+    # in the DLQ (alarmed) rather than silently dropped.
+    job = FetchJob.from_json(record.body)
+    report = _fetcher().process(job, lease_seconds_for(_remaining_ms()))
+    logger.debug("fetch attempt done", extra={"job": job.identity, "stored": len(report.stored)})
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    return process_partial_response(event=event, record_handler=fetch_record, processor=processor, context=context)

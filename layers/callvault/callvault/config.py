@@ -1,0 +1,77 @@
+"""Function settings, read once from the environment and validated at the edge.
+
+Every function of the stack gets the same variables (template Globals), so one typed
+record serves all of them; code never reads ``os.environ`` anywhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+from callvault.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    max_attempts: int = 8
+    base_delay_seconds: int = 60
+    max_delay_seconds: int = 3600
+
+
+@dataclass(frozen=True)
+class Settings:
+    stage: str
+    recordings_bucket: str
+    ledger_table: str
+    fetch_queue_url: str
+    retry_state_machine_arn: str
+    sources_secret_prefix: str
+    webhook_base_url: str
+    retry: RetrySettings
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        def required(name: str) -> str:
+            value = env.get(name, "").strip()
+            if not value:
+                raise ConfigError(f"environment variable {name} is not set")
+            return value
+
+        def positive_int(name: str, default: int) -> int:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ConfigError(f"environment variable {name} must be an integer, got {raw!r}") from None
+            if value < 1:
+                raise ConfigError(f"environment variable {name} must be at least 1, got {value}")
+            return value
+
+        retry = RetrySettings(
+            max_attempts=positive_int("RETRY_MAX_ATTEMPTS", RetrySettings.max_attempts),
+            base_delay_seconds=positive_int("RETRY_BASE_DELAY_SECONDS", RetrySettings.base_delay_seconds),
+            max_delay_seconds=positive_int("RETRY_MAX_DELAY_SECONDS", RetrySettings.max_delay_seconds),
+        )
+        if retry.max_delay_seconds < retry.base_delay_seconds:
+            raise ConfigError("RETRY_MAX_DELAY_SECONDS must not be below RETRY_BASE_DELAY_SECONDS")
+        return cls(
+            stage=env.get("STAGE", "dev"),
+            recordings_bucket=required("RECORDINGS_BUCKET"),
+            ledger_table=required("LEDGER_TABLE"),
+            fetch_queue_url=required("FETCH_QUEUE_URL"),
+            retry_state_machine_arn=required("RETRY_STATE_MACHINE_ARN"),
+            sources_secret_prefix=required("SOURCES_SECRET_PREFIX"),
+            webhook_base_url=required("WEBHOOK_BASE_URL").rstrip("/"),
+            retry=retry,
+        )
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The settings of this process, parsed on first use (cold start) and then reused."""
+    return Settings.from_env(os.environ)

@@ -1,0 +1,166 @@
+"""One fetch attempt of one job: claim, resolve at the last moment, stream into S3, record.
+
+Every way an attempt can end is decided here:
+- stored (ledger STORED with size and sha256), or skipped because it already was;
+- skipped because another delivery of the same job holds the lease right now;
+- a ``FetchError``: the ledger notes the reason and the retry workflow takes the job over
+  (wait and re-enqueue, or mark FAILED and notify), and the queue message is done;
+- anything else (a bug, AWS unreachable) propagates, so SQS redelivers the message and,
+  after the redrive limit, parks it in the DLQ behind an alarm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from callvault.config import RetrySettings
+from callvault.errors import ConfigError, FetchError, PermanentFailure, SourceNotFound
+from callvault.jobs import RetryWorkflow
+from callvault.keys import content_type_for, recording_key
+from callvault.ledger import Claim, ClaimOutcome, RecordingLedger, Status, ledger_key
+from callvault.models import WHOLE_CALL, FetchJob, StoredObject
+from callvault.observability import logger
+from callvault.providers import PendingDownload, ProviderRuntime, provider_named
+from callvault.sources import Source, SourceDirectory
+from callvault.streaming import upload_stream
+from callvault.timefmt import utc_now
+
+
+@dataclass
+class FetchReport:
+    """What one attempt did, for logs and tests."""
+
+    stored: list[StoredObject] = field(default_factory=list)
+    already_stored: list[str] = field(default_factory=list)
+    in_progress: list[str] = field(default_factory=list)
+    handed_over: str | None = None  # the reason, when the retry workflow took the job
+
+
+class Fetcher:
+    def __init__(
+        self,
+        *,
+        sources: SourceDirectory,
+        ledger: RecordingLedger,
+        s3: Any,
+        bucket: str,
+        runtime: ProviderRuntime,
+        workflow: RetryWorkflow,
+        retry: RetrySettings,
+    ) -> None:
+        self._sources = sources
+        self._ledger = ledger
+        self._s3 = s3
+        self._bucket = bucket
+        self._runtime = runtime
+        self._workflow = workflow
+        self._retry = retry
+
+    def process(self, job: FetchJob, lease_seconds: int) -> FetchReport:
+        report = FetchReport()
+        failed_key = ledger_key(job)
+        lease_id: str | None = None
+        try:
+            source = self._source_of(job)
+            if job.file_name != WHOLE_CALL:
+                # The file is known up front: a stored or busy one costs no provider call.
+                claim = self._claim(job, job.file_name, lease_seconds, report)
+                if claim is None:
+                    return report
+                lease_id = claim.lease_id
+            downloads = self._resolve(source, job)
+            for download in downloads:
+                failed_key, lease_id = ledger_key(job, download.file_name), None
+                claim = self._claim(job, download.file_name, lease_seconds, report)
+                if claim is None:
+                    continue
+                lease_id = claim.lease_id
+                report.stored.append(self._store(job, download, claim))
+                lease_id = None
+        except FetchError as error:
+            self._hand_over(job, error, failed_key, lease_id)
+            report.handed_over = error.reason
+        except BaseException:
+            if lease_id:  # let the redelivered message claim the file again at once
+                self._ledger.release(job, failed_key, Status.RETRY_SCHEDULED, "fetcher error, SQS redelivers", lease_id)
+            raise
+        return report
+
+    def _source_of(self, job: FetchJob) -> Source:
+        try:
+            source = self._sources.get(job.source_id)
+        except SourceNotFound:
+            raise PermanentFailure(f"source {job.source_id!r} is not registered (any more)") from None
+        except ConfigError as exc:
+            raise PermanentFailure(f"source {job.source_id!r} is misconfigured: {exc}") from None
+        if source.provider != job.provider:
+            raise PermanentFailure(f"job is for provider {job.provider!r} but source is {source.provider!r}")
+        return source
+
+    def _resolve(self, source: Source, job: FetchJob) -> list[PendingDownload]:
+        provider = provider_named(source.provider)
+        if provider is None:
+            raise PermanentFailure(f"no provider {source.provider!r}")
+        downloads = provider.resolve(source, job, self._runtime)
+        if not downloads:
+            raise PermanentFailure("provider lists no recording files for this call")
+        return downloads
+
+    def _claim(self, job: FetchJob, file_name: str, lease_seconds: int, report: FetchReport) -> Claim | None:
+        key = recording_key(job.source_id, job.call_time, job.call_id, file_name)
+        claim = self._ledger.claim(job, file_name, key, lease_seconds)
+        if claim.outcome is ClaimOutcome.ALREADY_STORED:
+            report.already_stored.append(key)
+            logger.info("recording already archived", extra={"job": job.identity, "file": file_name})
+            return None
+        if claim.outcome is ClaimOutcome.IN_PROGRESS:
+            # Another delivery holds the lease; its message stays on the queue until it is done.
+            report.in_progress.append(key)
+            logger.info("recording being archived by another delivery", extra={"job": job.identity, "file": file_name})
+            return None
+        return claim
+
+    def _store(self, job: FetchJob, download: PendingDownload, claim: Claim) -> StoredObject:
+        key = recording_key(job.source_id, job.call_time, job.call_id, download.file_name)
+        with download.open() as stream:
+            stored = upload_stream(
+                self._s3,
+                bucket=self._bucket,
+                key=key,
+                chunks=stream.chunks(1024 * 1024),
+                expected_size=stream.content_length,
+                content_type=content_type_for(download.file_name, stream.content_type),
+                metadata={
+                    "source-id": job.source_id,
+                    "provider": job.provider,
+                    "call-id": job.call_id,
+                    "call-time": job.call_time,
+                },
+            )
+        self._ledger.mark_stored(claim, stored)
+        logger.info(
+            "recording archived",
+            extra={"job": job.identity, "key": key, "size": stored.size, "sha256": stored.sha256},
+        )
+        return stored
+
+    def _hand_over(self, job: FetchJob, error: FetchError, key: dict[str, str], lease_id: str | None) -> None:
+        from callvault.retry_policy import plan_retry
+
+        plan = plan_retry(job, error, self._retry, utc_now())
+        # Start the workflow before touching the ledger: if starting fails, the message is
+        # redelivered and nothing was recorded as scheduled that is not.
+        self._workflow.hand_over(job, plan, key)
+        status = Status.FAILED if plan.give_up else Status.RETRY_SCHEDULED
+        self._ledger.release(job, key, status, plan.reason, lease_id)
+        logger.warning(
+            "fetch attempt failed",
+            extra={
+                "job": job.identity,
+                "attempt": job.attempt,
+                "reason": plan.reason,
+                "give_up": plan.give_up,
+                "retry_in_seconds": plan.wait_seconds,
+            },
+        )

@@ -1,0 +1,115 @@
+"""The one HTTP client setup: a requests session per source, with its TLS settings.
+
+Sessions are kept per container so repeated calls to a provider reuse connections.
+Every call passes an explicit timeout (requests has no session-wide default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import urlsplit
+
+import requests
+
+from callvault.errors import PermanentFailure
+
+# (connect, read) seconds: providers answer API calls quickly; a stalled download must
+# not hold a fetcher until its Lambda timeout.
+API_TIMEOUT = (5.0, 15.0)
+DOWNLOAD_TIMEOUT = (5.0, 30.0)
+USER_AGENT = "callvault/1.0"
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """How to check a provider's certificate: the system store, a CA bundle, or an explicit opt-out."""
+
+    verify: bool = True
+    ca_bundle_pem: str | None = None
+
+    def requests_verify(self) -> bool | str:
+        if not self.verify:
+            return False
+        if self.ca_bundle_pem:
+            return _ca_bundle_file(self.ca_bundle_pem)
+        return True
+
+
+SYSTEM_TLS = TlsSettings()
+
+
+def _ca_bundle_file(pem: str) -> str:
+    # requests wants a path; the bundle comes from the source secret, so write it once per
+    # container under a content-addressed name (a certificate is public, not a secret).
+    digest = hashlib.sha256(pem.encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / "callvault-ca" / f"{digest}.pem"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(pem, encoding="ascii")
+    return str(path)
+
+
+class HttpClients:
+    """Hands out one ``requests.Session`` per (source, TLS settings)."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[tuple[str, TlsSettings], requests.Session] = {}
+
+    def session(self, source_id: str, tls: TlsSettings = SYSTEM_TLS) -> requests.Session:
+        key = (source_id, tls)
+        session = self._sessions.get(key)
+        if session is None:
+            session = requests.Session()
+            session.verify = tls.requests_verify()
+            session.headers["User-Agent"] = USER_AGENT
+            session.trust_env = False  # proxies from the environment must not see credentials
+            self._sessions[key] = session
+        return session
+
+
+class ResponseStream:
+    """A streamed ``requests`` response as a ``DownloadStream``; closes the connection on exit."""
+
+    def __init__(self, response: requests.Response) -> None:
+        self._response = response
+        length = response.headers.get("Content-Length")
+        self.content_length = int(length) if length and length.isdigit() else None
+        self.content_type = response.headers.get("Content-Type")
+
+    def chunks(self, size: int) -> Iterator[bytes]:
+        yield from self._response.iter_content(chunk_size=size)
+
+    def __enter__(self) -> ResponseStream:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._response.close()
+
+
+def check_download_host(url: str, allowed_hosts: tuple[str, ...]) -> None:
+    """SSRF guard: a provider-supplied URL may only point at hosts the source allows.
+
+    An entry ``.example.com`` allows any subdomain; other entries must match exactly.
+    """
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("http", "https") or not host:
+        raise PermanentFailure("provider returned a download link that is not an http(s) URL")
+    for allowed in allowed_hosts:
+        allowed = allowed.lower()
+        if host == allowed or (allowed.startswith(".") and host.endswith(allowed)):
+            return
+    raise PermanentFailure(f"provider returned a download link to host {host!r}, which the source does not allow")
+
+
+def redact_url(url: str) -> str:
+    """A download URL without its query: safe to log (the query holds the signature)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"

@@ -1,0 +1,70 @@
+"""Where jobs go: the fetch queue, and the retry workflow that brings them back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from callvault.models import FetchJob
+from callvault.retry_policy import RetryPlan
+
+SQS_BATCH = 10
+
+
+class JobQueue:
+    """Enqueues fetch jobs on the SQS fetch queue; raises if any message was not accepted."""
+
+    def __init__(self, sqs: Any, queue_url: str) -> None:
+        self._sqs = sqs
+        self._url = queue_url
+
+    def enqueue(self, jobs: Sequence[FetchJob]) -> None:
+        for start in range(0, len(jobs), SQS_BATCH):
+            batch = jobs[start : start + SQS_BATCH]
+            reply = self._sqs.send_message_batch(
+                QueueUrl=self._url,
+                Entries=[{"Id": str(i), "MessageBody": job.to_json()} for i, job in enumerate(batch)],
+            )
+            failed = reply.get("Failed") or []
+            if failed:
+                reasons = "; ".join(f"{f.get('Code')}: {f.get('Message')}" for f in failed)
+                raise RuntimeError(f"fetch queue refused {len(failed)} of {len(batch)} jobs ({reasons})")
+
+
+class RetryWorkflow:
+    """Starts the retry state machine for a job that could not be archived on this attempt."""
+
+    def __init__(self, sfn: Any, state_machine_arn: str) -> None:
+        self._sfn = sfn
+        self._arn = state_machine_arn
+
+    def hand_over(self, job: FetchJob, plan: RetryPlan, ledger_key: dict[str, str]) -> str:
+        document = {
+            "job": job.next_attempt().to_dict(),
+            "retry": {
+                "give_up": plan.give_up,
+                "wait_seconds": plan.wait_seconds,
+                "attempt": job.attempt,
+                "reason": plan.reason,
+                "error": plan.error,
+                "ledger_key": {name: {"S": value} for name, value in ledger_key.items()},
+            },
+        }
+        try:
+            return str(
+                self._sfn.start_execution(
+                    stateMachineArn=self._arn,
+                    name=execution_name(job, plan),
+                    input=json.dumps(document, ensure_ascii=False),
+                )["executionArn"]
+            )
+        except self._sfn.exceptions.ExecutionAlreadyExists:
+            return ""  # a redelivered message already handed this attempt over
+
+
+def execution_name(job: FetchJob, plan: RetryPlan) -> str:
+    """Deterministic per job attempt, so a redelivered message cannot schedule a second retry."""
+    digest = hashlib.sha256(job.identity.encode()).hexdigest()[:40]
+    return f"{'giveup' if plan.give_up else 'retry'}-{job.attempt}-{digest}"

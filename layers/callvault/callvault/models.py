@@ -1,0 +1,99 @@
+"""Domain records that travel between the functions: the fetch job and what a fetch produced."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from callvault.errors import ConfigError
+
+# A call whose files are only known once the provider lists them (a CCC contact with
+# transfers) is tracked in the ledger under this file name until it is resolved.
+WHOLE_CALL = "*"
+
+
+class InvalidJob(ConfigError):
+    """A queue message that is not a well-formed FetchJob."""
+
+
+@dataclass(frozen=True)
+class FetchJob:
+    """One unit of archiving work: fetch the recording file(s) of one call from one source.
+
+    ``locator`` carries what the provider needs to resolve a download URL at fetch time
+    (a PBX recording name, a CCC contact id or file name, a Dypls call id and pool key);
+    URLs themselves are never queued because they expire and are bearer credentials.
+    """
+
+    source_id: str
+    provider: str
+    call_id: str
+    call_time: str
+    locator: dict[str, str]
+    file_name: str = WHOLE_CALL
+    attempt: int = 1
+    reported_at: str = ""
+    give_up_at: str | None = None
+    details: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def identity(self) -> str:
+        """Stable name of the work, the same for every delivery of the same report."""
+        return f"{self.source_id}/{self.call_id}/{self.file_name}"
+
+    def next_attempt(self) -> FetchJob:
+        return replace(self, attempt=self.attempt + 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> FetchJob:
+        if not isinstance(raw, dict):
+            raise InvalidJob("fetch job must be a JSON object")
+        required = ("source_id", "provider", "call_id", "call_time", "locator")
+        missing = [name for name in required if not raw.get(name)]
+        if missing:
+            raise InvalidJob(f"fetch job lacks {', '.join(missing)}")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise InvalidJob(f"fetch job has unknown fields {', '.join(unknown)}")
+        locator = raw["locator"]
+        if not isinstance(locator, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in locator.items()
+        ):
+            raise InvalidJob("fetch job locator must map strings to strings")
+        attempt = raw.get("attempt", 1)
+        if not isinstance(attempt, int) or attempt < 1:
+            raise InvalidJob("fetch job attempt must be a positive integer")
+        try:
+            datetime.fromisoformat(raw["call_time"])
+        except (TypeError, ValueError) as exc:
+            raise InvalidJob(f"fetch job call_time is not ISO 8601: {raw['call_time']!r}") from exc
+        return cls(**raw)
+
+    @classmethod
+    def from_json(cls, body: str) -> FetchJob:
+        try:
+            raw = json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise InvalidJob(f"fetch job is not JSON: {exc}") from exc
+        return cls.from_dict(raw)
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What landed in S3, as measured while streaming."""
+
+    bucket: str
+    key: str
+    size: int
+    sha256: str
+    version_id: str | None
+    content_type: str

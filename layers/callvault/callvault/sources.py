@@ -1,0 +1,214 @@
+"""Sources: the PBXs, call-centre instances and number pools whose recordings we archive.
+
+A source is one JSON document (the same shape as one entry of the local sources YAML file)
+stored as a Secrets Manager secret named ``{SOURCES_SECRET_PREFIX}{source_id}``, because it
+holds credentials. Functions read it through ``SourceDirectory`` (cached per container);
+operators and the local stack write it with ``publish_sources_file``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from callvault.errors import ConfigError, SourceNotFound
+
+SOURCE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+MIN_TOKEN_LENGTH = 16
+DEFAULT_MAX_BODY_BYTES = 256 * 1024
+COMMON_FIELDS = {
+    "id",
+    "provider",
+    "webhook_token",
+    "webhook_signing_secret",
+    "allowed_ips",
+    "max_body_bytes",
+    "timezone",
+    "retention_days",
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    """One registered source. ``settings`` is the provider's own typed settings object."""
+
+    id: str
+    provider: str
+    webhook_token: str
+    allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    max_body_bytes: int
+    timezone: ZoneInfo
+    retention_days: int | None
+    webhook_signing_secret: str | None
+    settings: Any
+
+    def allows_ip(self, address: str) -> bool:
+        """True when no allowlist is configured or ``address`` is inside it."""
+        if not self.allowed_networks:
+            return True
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.allowed_networks)
+
+
+def parse_source(raw: Any, *, where: str = "source") -> Source:
+    """Validate one source document; every problem names the field and the source."""
+    from callvault.providers import provider_named  # providers import this module
+
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: must be a mapping, got {type(raw).__name__}")
+    source_id = raw.get("id")
+    if not isinstance(source_id, str) or not SOURCE_ID.match(source_id):
+        raise ConfigError(f"{where}: id must match {SOURCE_ID.pattern}, got {source_id!r}")
+    where = f"source {source_id!r}"
+    provider_name = raw.get("provider")
+    if not isinstance(provider_name, str):
+        raise ConfigError(f"{where}: provider is required")
+    provider = provider_named(provider_name)
+    if provider is None:
+        raise ConfigError(f"{where}: unknown provider {provider_name!r}")
+    unknown = sorted(set(raw) - COMMON_FIELDS - {provider.name})
+    if unknown:
+        raise ConfigError(f"{where}: unknown fields {', '.join(unknown)}")
+
+    token = raw.get("webhook_token")
+    if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigError(f"{where}: webhook_token must be a string of at least {MIN_TOKEN_LENGTH} characters")
+    signing_secret = raw.get("webhook_signing_secret")
+    if signing_secret is not None and (not isinstance(signing_secret, str) or len(signing_secret) < MIN_TOKEN_LENGTH):
+        raise ConfigError(f"{where}: webhook_signing_secret must be at least {MIN_TOKEN_LENGTH} characters")
+
+    networks = []
+    allowed = raw.get("allowed_ips") or []
+    if not isinstance(allowed, list):
+        raise ConfigError(f"{where}: allowed_ips must be a list of addresses or CIDR ranges")
+    for entry in allowed:
+        try:
+            networks.append(ipaddress.ip_network(str(entry), strict=False))
+        except ValueError:
+            raise ConfigError(f"{where}: allowed_ips entry {entry!r} is not an address or CIDR range") from None
+
+    max_body = raw.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
+    if not isinstance(max_body, int) or isinstance(max_body, bool) or not 1024 <= max_body <= 6 * 1024 * 1024:
+        raise ConfigError(f"{where}: max_body_bytes must be an integer between 1024 and 6291456")
+
+    try:
+        zone = ZoneInfo(str(raw.get("timezone", "UTC")))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{where}: timezone {raw.get('timezone')!r} is not an IANA time zone name") from None
+
+    retention = raw.get("retention_days")
+    if retention is not None and (not isinstance(retention, int) or isinstance(retention, bool) or retention < 1):
+        raise ConfigError(f"{where}: retention_days must be a positive integer")
+
+    settings_raw = raw.get(provider.name)
+    if not isinstance(settings_raw, Mapping):
+        raise ConfigError(f"{where}: a '{provider.name}' section with the provider settings is required")
+    settings = provider.parse_settings(settings_raw, where=f"{where}, {provider.name}")
+    return Source(
+        id=source_id,
+        provider=provider.name,
+        webhook_token=token,
+        allowed_networks=tuple(networks),
+        max_body_bytes=max_body,
+        timezone=zone,
+        retention_days=retention,
+        webhook_signing_secret=signing_secret,
+        settings=settings,
+    )
+
+
+def load_sources_file(path: str | Path) -> list[dict[str, Any]]:
+    """Read and validate a sources YAML file; returns the raw documents, in file order."""
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"sources file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"sources file {path} is not valid YAML: {exc}") from None
+    if not isinstance(document, Mapping) or not isinstance(document.get("sources"), list):
+        raise ConfigError(f"sources file {path}: expected a top-level 'sources:' list")
+    seen: set[str] = set()
+    raws: list[dict[str, Any]] = []
+    for index, raw in enumerate(document["sources"]):
+        source = parse_source(raw, where=f"{path}: sources[{index}]")
+        if source.id in seen:
+            raise ConfigError(f"{path}: source id {source.id!r} appears twice")
+        seen.add(source.id)
+        raws.append(dict(raw))
+    return raws
+
+
+def publish_sources_file(path: str | Path, secrets_client: Any, prefix: str) -> list[str]:
+    """Create or update one secret per source of a sources file; returns the source ids."""
+    published = []
+    for raw in load_sources_file(path):
+        name = f"{prefix}{raw['id']}"
+        secret = json.dumps(raw, ensure_ascii=False)
+        try:
+            secrets_client.create_secret(Name=name, SecretString=secret, Description="callvault source")
+        except secrets_client.exceptions.ResourceExistsException:
+            secrets_client.put_secret_value(SecretId=name, SecretString=secret)
+        published.append(raw["id"])
+    return published
+
+
+class SourceDirectory:
+    """Looks sources up in Secrets Manager, with a short per-container cache.
+
+    The cache keeps the webhook fast and cheap; its TTL bounds how long a rotated
+    credential takes to reach warm containers.
+    """
+
+    def __init__(self, secrets_client: Any, prefix: str, ttl_seconds: float = 60.0) -> None:
+        self._client = secrets_client
+        self._prefix = prefix
+        self._ttl = ttl_seconds
+        self._cache: dict[str, tuple[float, Source]] = {}
+
+    def get(self, source_id: str) -> Source:
+        """The source with this id, or ``SourceNotFound``; a malformed secret is a ConfigError."""
+        if not SOURCE_ID.match(source_id):
+            raise SourceNotFound(f"unknown source {source_id!r}")
+        cached = self._cache.get(source_id)
+        now = time.monotonic()
+        if cached and now - cached[0] < self._ttl:
+            return cached[1]
+        try:
+            reply = self._client.get_secret_value(SecretId=f"{self._prefix}{source_id}")
+        except self._client.exceptions.ResourceNotFoundException:
+            raise SourceNotFound(f"unknown source {source_id!r}") from None
+        try:
+            raw = json.loads(reply["SecretString"])
+        except (KeyError, json.JSONDecodeError):
+            raise ConfigError(f"secret of source {source_id!r} is not a JSON document") from None
+        source = parse_source(raw)
+        if source.id != source_id:
+            raise ConfigError(f"secret {self._prefix}{source_id} holds source {source.id!r}")
+        self._cache[source_id] = (now, source)
+        return source
+
+    def ids(self) -> Iterator[str]:
+        """Every registered source id (ListSecrets filtered by the name prefix)."""
+        paginator = self._client.get_paginator("list_secrets")
+        for page in paginator.paginate(Filters=[{"Key": "name", "Values": [self._prefix]}]):
+            for entry in page.get("SecretList", []):
+                name = entry.get("Name", "")
+                if name.startswith(self._prefix):
+                    yield name[len(self._prefix) :]
+
+    def of_provider(self, provider: str) -> list[Source]:
+        """Every valid source of one provider; malformed ones raise so operators see them."""
+        return [source for source in (self.get(i) for i in sorted(self.ids())) if source.provider == provider]

@@ -1,0 +1,34 @@
+"""Shared fixtures: paths, sample events and source documents."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENTS = ROOT / "events"
+
+
+def sample_event(name: str) -> Any:
+    """A sample event from events/ (the same files ops use with `sam local`-style tooling)."""
+    return json.loads((EVENTS / name).read_text(encoding="utf-8"))
+
+
+def pbx_source_document(**overrides: Any) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "id": "office-pbx",
+        "provider": "pbx",
+        "webhook_token": "office-pbx-token-0123456789",
+        "timezone": "Asia/Shanghai",
+        "pbx": {"base_url": "http://127.0.0.1:18088", "username": "api", "password": "apipass"},
+    }
+    document.update(overrides)
+    return document
+
+
+@pytest.fixture
+def root() -> Path:
+    return ROOT
