@@ -10,7 +10,7 @@ STATE ?= .local/state.json
 export SAM_CLI_TELEMETRY := 0
 export PYTHONPATH := $(CURDIR):$(CURDIR)/layers/callvault
 
-.PHONY: venv demo local test unit integration lint format typecheck validate build bench deploy-dev deploy-prod clean
+.PHONY: venv demo local test unit integration lint format typecheck validate build bench deploy-dev deploy-prod clean register-sources
 
 venv: $(STAMP)
 
@@ -68,3 +68,8 @@ deploy-prod: build
 
 clean:
 	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache
+
+## Register (create or update) the sources of SOURCES in Secrets Manager for STAGE.
+STAGE ?= dev
+register-sources: venv
+	$(BIN)/python -m callvault.register --stage $(STAGE) $(SOURCES)

@@ -35,7 +35,7 @@ def _fetcher() -> Fetcher:
         s3=boto3.client("s3"),
         bucket=config.recordings_bucket,
         runtime=ProviderRuntime(
-            http=HttpClients(), state=ProviderState(table), webhook_base_url=config.webhook_base_url
+            http=HttpClients(), state=ProviderState(table), webhook_base_url=config.public_webhook_base_url()
         ),
         workflow=RetryWorkflow(boto3.client("stepfunctions"), config.retry_state_machine_arn),
         retry=config.retry,

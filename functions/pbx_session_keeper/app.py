@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import boto3
@@ -16,10 +17,19 @@ from callvault.session_keeper import keep_pbx_sessions
 from callvault.sources import SourceDirectory
 
 
-@logger.inject_lambda_context(clear_state=True)
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
+@lru_cache(maxsize=1)
+def _dependencies() -> tuple[SourceDirectory, ProviderRuntime]:
     config = settings()
     table = boto3.resource("dynamodb").Table(config.ledger_table)
-    sources = SourceDirectory(boto3.client("secretsmanager"), config.sources_secret_prefix)
-    runtime = ProviderRuntime(http=HttpClients(), state=ProviderState(table), webhook_base_url=config.webhook_base_url)
+    return (
+        SourceDirectory(boto3.client("secretsmanager"), config.sources_secret_prefix),
+        ProviderRuntime(
+            http=HttpClients(), state=ProviderState(table), webhook_base_url=config.public_webhook_base_url()
+        ),
+    )
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
+    sources, runtime = _dependencies()
     return keep_pbx_sessions(sources, runtime)

@@ -29,8 +29,15 @@ class Settings:
     fetch_queue_url: str
     retry_state_machine_arn: str
     sources_secret_prefix: str
-    webhook_base_url: str
     retry: RetrySettings
+    # Only the fetcher and the session keeper get it (the webhook function cannot name its
+    # own API in the template without a cycle); they read it through public_webhook_base_url.
+    webhook_base_url: str = ""
+
+    def public_webhook_base_url(self) -> str:
+        if not self.webhook_base_url:
+            raise ConfigError("environment variable WEBHOOK_BASE_URL is not set")
+        return self.webhook_base_url
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -66,8 +73,8 @@ class Settings:
             fetch_queue_url=required("FETCH_QUEUE_URL"),
             retry_state_machine_arn=required("RETRY_STATE_MACHINE_ARN"),
             sources_secret_prefix=required("SOURCES_SECRET_PREFIX"),
-            webhook_base_url=required("WEBHOOK_BASE_URL").rstrip("/"),
             retry=retry,
+            webhook_base_url=env.get("WEBHOOK_BASE_URL", "").strip().rstrip("/"),
         )
 
 

@@ -16,12 +16,12 @@ from urllib.parse import urlsplit
 
 import requests
 
-from callvault.errors import PermanentFailure
+from callvault.errors import PermanentFailure, RetryKind, RetryLater
 
-# (connect, read) seconds: providers answer API calls quickly; a stalled download must
-# not hold a fetcher until its Lambda timeout.
-API_TIMEOUT = (5.0, 15.0)
-DOWNLOAD_TIMEOUT = (5.0, 30.0)
+# Seconds to connect; reads default to DEFAULT_READ_TIMEOUT (sources may change it): a
+# stalled download must not hold a fetcher until its Lambda timeout.
+CONNECT_TIMEOUT = 5.0
+DEFAULT_READ_TIMEOUT = 30.0
 USER_AGENT = "callvault/1.0"
 
 
@@ -91,6 +91,18 @@ class ResponseStream:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._response.close()
+
+
+def unreachable(what: str, exc: requests.RequestException) -> RetryLater:
+    """A transport failure as a retryable error whose reason tells ops what to look at."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return RetryLater(
+            RetryKind.PROVIDER_UNAVAILABLE,
+            f"{what}: TLS certificate not trusted (give the source a ca_bundle, or tls_verify: false)",
+        )
+    if isinstance(exc, requests.Timeout):
+        return RetryLater(RetryKind.PROVIDER_UNAVAILABLE, f"{what}: timed out")
+    return RetryLater(RetryKind.PROVIDER_UNAVAILABLE, f"{what}: unreachable ({type(exc).__name__})")
 
 
 def check_download_host(url: str, allowed_hosts: tuple[str, ...]) -> None:

@@ -25,7 +25,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import requests
 
 from callvault.errors import BadRequest, ConfigError, PermanentFailure, RetryKind, RetryLater
-from callvault.http import API_TIMEOUT, DOWNLOAD_TIMEOUT, SYSTEM_TLS, ResponseStream, TlsSettings
+from callvault.http import CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, SYSTEM_TLS, ResponseStream, TlsSettings, unreachable
 from callvault.models import FetchJob
 from callvault.providers import (
     DownloadStream,
@@ -68,6 +68,11 @@ class PbxSettings:
     allowed_download_ip: str | None = None
     login_version: str | None = None
     tls: TlsSettings = SYSTEM_TLS
+    read_timeout_seconds: float = DEFAULT_READ_TIMEOUT
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        return (CONNECT_TIMEOUT, self.read_timeout_seconds)
 
     def url(self, operation: str) -> str:
         version = self.api_versions.get(operation, self.api_version)
@@ -94,6 +99,7 @@ def _parse_settings(raw: Mapping[str, Any], *, where: str) -> PbxSettings:
         "login_version",
         "tls_verify",
         "ca_bundle",
+        "read_timeout_seconds",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -134,6 +140,9 @@ def _parse_settings(raw: Mapping[str, Any], *, where: str) -> PbxSettings:
     if ca_bundle and not tls_verify:
         raise ConfigError(f"{where}: ca_bundle and tls_verify: false contradict each other")
     allowed_ip = raw.get("allowed_download_ip")
+    read_timeout = raw.get("read_timeout_seconds", DEFAULT_READ_TIMEOUT)
+    if isinstance(read_timeout, bool) or not isinstance(read_timeout, int | float) or not 1 <= read_timeout <= 120:
+        raise ConfigError(f"{where}: read_timeout_seconds must be a number from 1 to 120")
     return PbxSettings(
         base_url=base_url,
         username=username,
@@ -143,6 +152,7 @@ def _parse_settings(raw: Mapping[str, Any], *, where: str) -> PbxSettings:
         allowed_download_ip=str(allowed_ip) if allowed_ip else None,
         login_version=str(raw["login_version"]) if raw.get("login_version") else None,
         tls=TlsSettings(verify=tls_verify, ca_bundle_pem=ca_bundle),
+        read_timeout_seconds=float(read_timeout),
     )
 
 
@@ -188,11 +198,9 @@ class PbxClient:
         query = urlencode({"recording": recording, "random": random, "token": token}, quote_via=quote)
         url = f"{self._settings.url('recording/download')}?{query}"
         try:
-            response = self._http.get(url, stream=True, timeout=DOWNLOAD_TIMEOUT)
+            response = self._http.get(url, stream=True, timeout=self._settings.timeout)
         except requests.RequestException as exc:
-            raise RetryLater(
-                RetryKind.PROVIDER_UNAVAILABLE, f"PBX download unreachable ({type(exc).__name__})"
-            ) from None
+            raise unreachable("PBX recording download", exc) from None
         if response.status_code >= 500:
             response.close()
             raise RetryLater(RetryKind.PROVIDER_UNAVAILABLE, f"PBX download answered HTTP {response.status_code}")
@@ -214,11 +222,9 @@ class PbxClient:
         if token is not None:
             url = f"{url}?{urlencode({'token': token}, quote_via=quote)}"
         try:
-            response = self._http.post(url, json=dict(body), timeout=API_TIMEOUT)
+            response = self._http.post(url, json=dict(body), timeout=self._settings.timeout)
         except requests.RequestException as exc:
-            raise RetryLater(
-                RetryKind.PROVIDER_UNAVAILABLE, f"PBX {operation} unreachable ({type(exc).__name__})"
-            ) from None
+            raise unreachable(f"PBX {operation}", exc) from None
         if response.status_code >= 500:
             raise RetryLater(RetryKind.PROVIDER_UNAVAILABLE, f"PBX {operation} answered HTTP {response.status_code}")
         if response.status_code == 404:

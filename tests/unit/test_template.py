@@ -1,0 +1,485 @@
+"""Policies the SAM template must keep: lint, translation, operational guard rails, and the retry ASL.
+
+The template is read as plain YAML (CloudFormation short-form tags become their long form), so the
+tests pin what is written, not what some tool makes of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+ASL = ROOT / "statemachine" / "retry.asl.json"
+REGION = "us-east-1"
+
+SECRET_LOOKING_NAME = re.compile(r"PASSWORD|SECRET_KEY|TOKEN|API_KEY|PRIVATE_KEY|CREDENTIAL", re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading the template
+# --------------------------------------------------------------------------------------------------
+class _CfnLoader(yaml.SafeLoader):
+    """SafeLoader that turns `!Ref x` into {"Ref": x} and `!Sub ...` into {"Fn::Sub": ...}."""
+
+
+def _cfn_tag(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    elif isinstance(node, yaml.MappingNode):
+        value = loader.construct_mapping(node, deep=True)
+    else:
+        raise yaml.constructor.ConstructorError(None, None, f"unexpected node for !{tag_suffix}", node.start_mark)
+    if tag_suffix == "Ref":
+        return {"Ref": value}
+    if tag_suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{tag_suffix}": value}
+
+
+_CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+def load_template() -> dict[str, Any]:
+    return yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template()
+
+
+def resources_of_type(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == resource_type}
+
+
+def function_property(template: dict[str, Any], function: str, prop: str) -> Any:
+    """A function's property, falling back to Globals as SAM does."""
+    props = template["Resources"][function]["Properties"]
+    return props.get(prop, template.get("Globals", {}).get("Function", {}).get(prop))
+
+
+def environment_of(template: dict[str, Any], function: str) -> dict[str, Any]:
+    global_vars = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+    own = template["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {})
+    return {**global_vars, **own}
+
+
+# --------------------------------------------------------------------------------------------------
+# Tools: sam validate --lint, and the SAM translator
+# --------------------------------------------------------------------------------------------------
+def test_sam_validate_lint_passes() -> None:
+    sam = Path(sys.executable).parent / "sam"
+    env = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": REGION}
+    result = subprocess.run(  # noqa: S603 - fixed argv, the sam next to this interpreter
+        [str(sam), "validate", "--lint", "--template-file", str(TEMPLATE)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def translate(template: dict[str, Any]) -> dict[str, Any]:
+    """What `sam package` + CloudFormation's transform make of the template, offline."""
+    from samtranslator.translator.transform import transform
+
+    class NoManagedPolicies:
+        def load(self) -> dict[str, str]:
+            return {}
+
+    for name, resource in template["Resources"].items():
+        props = resource.get("Properties", {})
+        for key in ("CodeUri", "ContentUri", "DefinitionUri"):
+            if key in props:
+                props[key] = f"s3://callvault-artifacts/{name}.zip"
+    return transform(template, {}, NoManagedPolicies())
+
+
+@pytest.fixture(scope="module")
+def translated() -> dict[str, Any]:
+    os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
+    return translate(load_template())
+
+
+def test_template_translates_to_cloudformation(translated: dict[str, Any]) -> None:
+    types = {r["Type"] for r in translated["Resources"].values()}
+    assert {
+        "AWS::Lambda::Function",
+        "AWS::Lambda::LayerVersion",
+        "AWS::Lambda::EventSourceMapping",
+        "AWS::StepFunctions::StateMachine",
+        "AWS::ApiGatewayV2::Api",
+        "AWS::Events::Rule",
+    } <= types
+    assert not any(t.startswith("AWS::Serverless::") for t in types)
+
+
+def _references(node: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Ref" and isinstance(value, str):
+                found.add(value)
+            elif key == "Fn::GetAtt":
+                found.add(value[0] if isinstance(value, list) else value.split(".")[0])
+            elif key == "Fn::Sub":
+                text = value if isinstance(value, str) else value[0]
+                found |= {m.split(".")[0] for m in re.findall(r"\$\{([^}!]+)\}", text)}
+                found |= _references(value)
+            elif key == "DependsOn":
+                found |= {value} if isinstance(value, str) else set(value)
+            else:
+                found |= _references(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= _references(item)
+    return found
+
+
+def test_translated_template_has_no_circular_dependency(translated: dict[str, Any]) -> None:
+    # cfn-lint does not see cycles that SAM creates (e.g. function env -> HttpApi -> function).
+    resources = translated["Resources"]
+    graph = {name: _references(r) & resources.keys() for name, r in resources.items()}
+    visiting: set[str] = set()
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> None:
+        if node in visiting:
+            pytest.fail("circular dependency: " + " -> ".join([*path[path.index(node) :], node]))
+        if node in done:
+            return
+        visiting.add(node)
+        for dep in graph[node]:
+            visit(dep, [*path, node])
+        visiting.discard(node)
+        done.add(node)
+
+    for name in graph:
+        visit(name, [])
+
+
+# --------------------------------------------------------------------------------------------------
+# Builds: every makefile-built resource has its target
+# --------------------------------------------------------------------------------------------------
+def test_every_makefile_build_has_its_target(template: dict[str, Any]) -> None:
+    for name, resource in template["Resources"].items():
+        if resource.get("Metadata", {}).get("BuildMethod") != "makefile":
+            continue
+        props = resource["Properties"]
+        source = ROOT / (props.get("CodeUri") or props["ContentUri"])
+        makefile = (source / "Makefile").read_text()
+        assert re.search(rf"^build-{name}:", makefile, re.MULTILINE), f"{source}/Makefile lacks build-{name}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Queue, functions, logs
+# --------------------------------------------------------------------------------------------------
+def test_fetch_queue_visibility_covers_six_fetcher_timeouts(template: dict[str, Any]) -> None:
+    queue = template["Resources"]["FetchQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] >= 6 * function_property(template, "FetcherFunction", "Timeout")
+
+
+def test_fetch_queue_redrives_to_dead_letter_queue(template: dict[str, Any]) -> None:
+    redrive = template["Resources"]["FetchQueue"]["Properties"]["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["FetchDeadLetterQueue", "Arn"]}
+    assert 1 <= redrive["maxReceiveCount"] <= 10
+    dlq = template["Resources"]["FetchDeadLetterQueue"]["Properties"]
+    assert dlq["MessageRetentionPeriod"] == 14 * 24 * 3600
+
+
+def test_dead_letter_queue_has_an_alarm(template: dict[str, Any]) -> None:
+    alarms = resources_of_type(template, "AWS::CloudWatch::Alarm").values()
+    assert any(
+        a["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+        and {"Fn::GetAtt": ["FetchDeadLetterQueue", "QueueName"]} in [d["Value"] for d in a["Properties"]["Dimensions"]]
+        for a in alarms
+    )
+
+
+def test_fetcher_reports_partial_batch_failures(template: dict[str, Any]) -> None:
+    events = template["Resources"]["FetcherFunction"]["Properties"]["Events"]
+    sqs_events = [e["Properties"] for e in events.values() if e["Type"] == "SQS"]
+    assert sqs_events, "fetcher has no SQS event"
+    for event in sqs_events:
+        assert event["Queue"] == {"Fn::GetAtt": ["FetchQueue", "Arn"]}
+        assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert event["ScalingConfig"]["MaximumConcurrency"] >= 2
+
+
+def test_every_function_has_a_log_group_with_retention(template: dict[str, Any]) -> None:
+    log_groups = resources_of_type(template, "AWS::Logs::LogGroup").values()
+    names = {json.dumps(lg["Properties"].get("LogGroupName"), sort_keys=True): lg for lg in log_groups}
+    for function in resources_of_type(template, "AWS::Serverless::Function"):
+        expected = json.dumps({"Fn::Sub": f"/aws/lambda/${{{function}}}"}, sort_keys=True)
+        assert expected in names, f"{function} has no /aws/lambda log group"
+        assert names[expected]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+def test_every_function_has_an_errors_alarm(template: dict[str, Any]) -> None:
+    alarmed = {
+        d["Value"]["Ref"]
+        for a in resources_of_type(template, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"]["MetricName"] == "Errors"
+        for d in a["Properties"]["Dimensions"]
+    }
+    assert set(resources_of_type(template, "AWS::Serverless::Function")) <= alarmed
+
+
+def test_functions_share_one_environment(template: dict[str, Any]) -> None:
+    # The local runner merges all function environments into one process environment.
+    seen: dict[str, tuple[str, Any]] = {}
+    for function in resources_of_type(template, "AWS::Serverless::Function"):
+        for name, value in environment_of(template, function).items():
+            if name in seen:
+                assert seen[name][1] == value, f"{name} differs between {seen[name][0]} and {function}"
+            else:
+                seen[name] = (function, value)
+    assert {
+        "STAGE",
+        "LOG_LEVEL",
+        "POWERTOOLS_LOG_LEVEL",
+        "POWERTOOLS_SERVICE_NAME",
+        "RECORDINGS_BUCKET",
+        "LEDGER_TABLE",
+        "FETCH_QUEUE_URL",
+        "RETRY_STATE_MACHINE_ARN",
+        "SOURCES_SECRET_PREFIX",
+        "WEBHOOK_BASE_URL",
+        "RETRY_MAX_ATTEMPTS",
+        "RETRY_BASE_DELAY_SECONDS",
+        "RETRY_MAX_DELAY_SECONDS",
+    } <= seen.keys()
+
+
+def test_no_function_environment_holds_a_secret(template: dict[str, Any]) -> None:
+    for function in resources_of_type(template, "AWS::Serverless::Function"):
+        for name, value in environment_of(template, function).items():
+            if SECRET_LOOKING_NAME.search(name):
+                assert not isinstance(value, (str, int, float)), f"{function}: {name} holds a literal value"
+
+
+# --------------------------------------------------------------------------------------------------
+# Storage
+# --------------------------------------------------------------------------------------------------
+def test_bucket_blocks_all_public_access(template: dict[str, Any]) -> None:
+    block = template["Resources"]["RecordingsBucket"]["Properties"]["PublicAccessBlockConfiguration"]
+    assert block == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+
+
+def test_bucket_policy_denies_insecure_transport(template: dict[str, Any]) -> None:
+    policies = [
+        p["Properties"]
+        for p in resources_of_type(template, "AWS::S3::BucketPolicy").values()
+        if p["Properties"]["Bucket"] == {"Ref": "RecordingsBucket"}
+    ]
+    statements = [s for p in policies for s in p["PolicyDocument"]["Statement"]]
+    assert any(
+        s["Effect"] == "Deny"
+        and s["Principal"] == "*"
+        and s["Condition"]["Bool"]["aws:SecureTransport"] in ("false", False)
+        and {"Fn::Sub": "${RecordingsBucket.Arn}/*"} in s["Resource"]
+        for s in statements
+    )
+
+
+def test_bucket_aborts_incomplete_multipart_uploads(template: dict[str, Any]) -> None:
+    rules = template["Resources"]["RecordingsBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert any(
+        r["Status"] == "Enabled" and r.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation") == 1
+        for r in rules
+    )
+
+
+def test_bucket_is_versioned_and_emits_eventbridge_events(template: dict[str, Any]) -> None:
+    props = template["Resources"]["RecordingsBucket"]["Properties"]
+    assert props["VersioningConfiguration"]["Status"] == "Enabled"
+    assert props["NotificationConfiguration"]["EventBridgeConfiguration"]["EventBridgeEnabled"] is True
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+
+
+def test_ledger_table_is_on_demand_with_point_in_time_recovery(template: dict[str, Any]) -> None:
+    table = template["Resources"]["LedgerTable"]["Properties"]
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert [(k["AttributeName"], k["KeyType"]) for k in table["KeySchema"]] == [("pk", "HASH"), ("sk", "RANGE")]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+
+
+# --------------------------------------------------------------------------------------------------
+# Retry state machine: static shape
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def asl() -> dict[str, Any]:
+    return json.loads(ASL.read_text())
+
+
+def test_asl_placeholders_match_definition_substitutions(template: dict[str, Any]) -> None:
+    substitutions = template["Resources"]["RetryStateMachine"]["Properties"]["DefinitionSubstitutions"]
+    placeholders = set(re.findall(r"\$\{(\w+)\}", ASL.read_text()))
+    assert placeholders == set(substitutions)
+
+
+def test_asl_tasks_are_service_integrations_with_retry(asl: dict[str, Any]) -> None:
+    tasks = {name: s for name, s in asl["States"].items() if s["Type"] == "Task"}
+    assert tasks
+    for name, state in tasks.items():
+        assert state["Resource"].startswith("arn:aws:states:::"), name
+        assert "lambda:invoke" not in state["Resource"], name
+        retried = {e for r in state.get("Retry", []) if r.get("MaxAttempts", 3) > 0 for e in r["ErrorEquals"]}
+        assert "States.TaskFailed" in retried, f"{name} has no retry on States.TaskFailed"
+
+
+# --------------------------------------------------------------------------------------------------
+# Retry state machine: executed by moto's ASL interpreter
+# --------------------------------------------------------------------------------------------------
+LEDGER_KEY = {"pk": {"S": "SOURCE#pbx-1#CALL#c-1"}, "sk": {"S": "FILE#mixed"}}
+JOB = {"source_id": "pbx-1", "call_id": "c-1", "attempt": 3}
+
+
+def _retry_input(*, give_up: bool) -> dict[str, Any]:
+    return {
+        "job": JOB,
+        "retry": {
+            "give_up": give_up,
+            "wait_seconds": 0,
+            "attempt": 3,
+            "reason": "LINK_EXPIRED",
+            "error": "HTTP 403 from provider",
+            "ledger_key": LEDGER_KEY,
+        },
+    }
+
+
+@pytest.fixture
+def retry_workflow(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch):
+    """Queue, ledger table and alert topic in moto, and the retry state machine wired to them.
+
+    Each test starts one execution on its own state machine: moto 5.2.1 fails a second
+    StartExecution on the same machine (getmoto/moto#10077, fixed in 5.2.5).
+    """
+    boto3 = pytest.importorskip("boto3")
+    moto = pytest.importorskip("moto")
+    for name, value in {
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+    with moto.mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        sqs = boto3.client("sqs", region_name=REGION)
+        ddb = boto3.client("dynamodb", region_name=REGION)
+        sns = boto3.client("sns", region_name=REGION)
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+
+        fetch_queue = sqs.create_queue(QueueName="fetch")["QueueUrl"]
+        table = template["Resources"]["LedgerTable"]["Properties"]
+        ddb.create_table(
+            TableName="ledger",
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=table["AttributeDefinitions"],
+            KeySchema=table["KeySchema"],
+        )
+        topic = sns.create_topic(Name="alerts")["TopicArn"]
+        alerts = sqs.create_queue(QueueName="alerts")["QueueUrl"]
+        alerts_arn = sqs.get_queue_attributes(QueueUrl=alerts, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=alerts_arn, Attributes={"RawMessageDelivery": "true"})
+
+        definition = ASL.read_text()
+        for key, value in {"FetchQueueUrl": fetch_queue, "LedgerTableName": "ledger", "AlertTopicArn": topic}.items():
+            definition = definition.replace(f"${{{key}}}", value)
+        machine = sfn.create_state_machine(
+            name="retry", definition=definition, roleArn="arn:aws:iam::123456789012:role/retry"
+        )["stateMachineArn"]
+
+        def run(payload: dict[str, Any]) -> dict[str, Any]:
+            execution = sfn.start_execution(stateMachineArn=machine, input=json.dumps(payload))["executionArn"]
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                described = sfn.describe_execution(executionArn=execution)
+                if described["status"] != "RUNNING":
+                    return described
+                time.sleep(0.05)
+            pytest.fail("retry workflow did not finish")
+
+        def messages(queue_url: str) -> list[str]:
+            received = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            return [m["Body"] for m in received.get("Messages", [])]
+
+        yield {"run": run, "ddb": ddb, "fetch_queue": fetch_queue, "alerts": alerts, "messages": messages}
+
+
+def test_retry_workflow_requeues_the_job_unchanged(retry_workflow) -> None:
+    # Given a job the fetcher wants retried
+    # When the workflow runs
+    result = retry_workflow["run"](_retry_input(give_up=False))
+    # Then the job is back on the fetch queue as JSON, and nothing is marked failed
+    assert result["status"] == "SUCCEEDED"
+    assert [json.loads(body) for body in retry_workflow["messages"](retry_workflow["fetch_queue"])] == [JOB]
+    assert "Item" not in retry_workflow["ddb"].get_item(TableName="ledger", Key=LEDGER_KEY)
+
+
+def test_retry_workflow_gives_up_marks_failed_and_alerts(retry_workflow) -> None:
+    # Given a job the fetcher gives up on
+    result = retry_workflow["run"](_retry_input(give_up=True))
+    # Then the execution fails as RetriesExhausted, the ledger says FAILED with the reason, operators hear of it
+    assert result["status"] == "FAILED"
+    assert result["error"] == "RetriesExhausted"
+    item = retry_workflow["ddb"].get_item(TableName="ledger", Key=LEDGER_KEY)["Item"]
+    assert item["status"] == {"S": "FAILED"}
+    assert item["reason"] == {"S": "LINK_EXPIRED"}
+    assert item["failed_at"]["S"]
+    [alert] = retry_workflow["messages"](retry_workflow["alerts"])
+    assert json.loads(alert)["job"] == JOB
+    assert json.loads(alert)["reason"] == "LINK_EXPIRED"
+    assert retry_workflow["messages"](retry_workflow["fetch_queue"]) == []
+
+
+def test_retry_workflow_never_overwrites_a_stored_recording(retry_workflow) -> None:
+    # Given a concurrent delivery already archived the recording
+    retry_workflow["ddb"].put_item(TableName="ledger", Item={**LEDGER_KEY, "status": {"S": "STORED"}})
+    # When the workflow is told to give up
+    result = retry_workflow["run"](_retry_input(give_up=True))
+    # Then the record stays STORED and nobody is alerted
+    assert result["status"] == "SUCCEEDED"
+    item = retry_workflow["ddb"].get_item(TableName="ledger", Key=LEDGER_KEY)["Item"]
+    assert item["status"] == {"S": "STORED"}
+    assert retry_workflow["messages"](retry_workflow["alerts"]) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# samconfig.toml
+# --------------------------------------------------------------------------------------------------
+def test_samconfig_deploys_each_stage_with_its_own_parameters() -> None:
+    import tomllib
+
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    assert config["version"] == 0.1
+    assert config["default"]["global"]["parameters"]["stack_name"]
+    for stage in ("dev", "prod"):
+        deploy = config[stage]["deploy"]["parameters"]
+        assert deploy["capabilities"] == "CAPABILITY_IAM"
+        assert f"Stage={stage}" in deploy["parameter_overrides"].split()
+        assert config[stage]["validate"]["parameters"]["lint"] is True
