@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from callvault.config import RetrySettings
 from callvault.errors import PermanentFailure, RetryKind, RetryLater
@@ -10,7 +10,7 @@ from callvault.keys import content_type_for, recording_key
 from callvault.models import FetchJob
 from callvault.retry_policy import plan_retry
 
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 POLICY = RetrySettings(max_attempts=4, base_delay_seconds=10, max_delay_seconds=60)
 
 

@@ -63,16 +63,21 @@ class Fetcher:
         lease_id: str | None = None
         try:
             source = self._source_of(job)
+            claimed_up_front: Claim | None = None
             if job.file_name != WHOLE_CALL:
                 # The file is known up front: a stored or busy one costs no provider call.
-                claim = self._claim(job, job.file_name, lease_seconds, report)
-                if claim is None:
+                claimed_up_front = self._claim(job, job.file_name, lease_seconds, report)
+                if claimed_up_front is None:
                     return report
-                lease_id = claim.lease_id
+                lease_id = claimed_up_front.lease_id
             downloads = self._resolve(source, job)
             for download in downloads:
-                failed_key, lease_id = ledger_key(job, download.file_name), None
-                claim = self._claim(job, download.file_name, lease_seconds, report)
+                failed_key = ledger_key(job, download.file_name)
+                if claimed_up_front and claimed_up_front.key == failed_key:
+                    claim: Claim | None = claimed_up_front
+                else:
+                    lease_id = None
+                    claim = self._claim(job, download.file_name, lease_seconds, report)
                 if claim is None:
                     continue
                 lease_id = claim.lease_id

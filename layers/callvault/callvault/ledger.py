@@ -10,6 +10,7 @@ the same job only one downloads, and a STORED file is never downloaded again.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from enum import Enum
@@ -54,38 +55,30 @@ class RecordingLedger:
         key = ledger_key(job, file_name)
         lease_id = uuid.uuid4().hex
         now = utc_now()
+        epoch = int(now.timestamp())
         try:
-            self._table.update_item(
-                Key=key,
-                UpdateExpression=(
-                    "SET #status = :downloading, lease_id = :lease_id, lease_until = :lease_until,"
-                    " attempts = if_not_exists(attempts, :zero) + :one, updated_at = :now,"
-                    " created_at = if_not_exists(created_at, :now), source_id = :source_id,"
-                    " call_id = :call_id, file_name = :file_name, provider = :provider,"
-                    " call_time = :call_time, s3_key = :s3_key, job_attempt = :job_attempt"
-                ),
-                ConditionExpression=(
-                    "attribute_not_exists(pk) OR (#status <> :stored"
-                    " AND (attribute_not_exists(lease_until) OR lease_until < :epoch))"
-                ),
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={
-                    ":downloading": Status.DOWNLOADING.value,
-                    ":stored": Status.STORED.value,
-                    ":lease_id": lease_id,
-                    ":lease_until": int(now.timestamp()) + lease_seconds,
-                    ":epoch": int(now.timestamp()),
-                    ":zero": 0,
-                    ":one": 1,
-                    ":now": iso(now),
-                    ":source_id": job.source_id,
-                    ":call_id": job.call_id,
-                    ":file_name": file_name,
-                    ":provider": job.provider,
-                    ":call_time": job.call_time,
-                    ":s3_key": s3_key,
-                    ":job_attempt": job.attempt,
+            self._update(
+                key,
+                set_values={
+                    "status": Status.DOWNLOADING.value,
+                    "lease_id": lease_id,
+                    "lease_until": epoch + lease_seconds,
+                    "updated_at": iso(now),
+                    "source_id": job.source_id,
+                    "call_id": job.call_id,
+                    "file_name": file_name,
+                    "provider": job.provider,
+                    "call_time": job.call_time,
+                    "s3_key": s3_key,
+                    "job_attempt": job.attempt,
                 },
+                set_if_absent={"created_at": iso(now)},
+                increment="attempts",
+                condition=(
+                    "attribute_not_exists(#pk) OR (#status <> :stored"
+                    " AND (attribute_not_exists(#lease_until) OR #lease_until < :epoch))"
+                ),
+                condition_values={":stored": Status.STORED.value, ":epoch": epoch},
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
@@ -97,56 +90,49 @@ class RecordingLedger:
 
     def mark_stored(self, claim: Claim, stored: StoredObject) -> None:
         now = iso(utc_now())
-        self._table.update_item(
-            Key=claim.key,
-            UpdateExpression=(
-                "SET #status = :stored, #size = :size, sha256 = :sha256, bucket = :bucket, s3_key = :key,"
-                " version_id = :version, content_type = :ctype, stored_at = :now, updated_at = :now"
-                " REMOVE lease_id, lease_until, reason"
-            ),
-            ConditionExpression="lease_id = :lease_id",
-            ExpressionAttributeNames={"#status": "status", "#size": "size"},
-            ExpressionAttributeValues={
-                ":stored": Status.STORED.value,
-                ":size": stored.size,
-                ":sha256": stored.sha256,
-                ":bucket": stored.bucket,
-                ":key": stored.key,
-                ":version": stored.version_id or "",
-                ":ctype": stored.content_type,
-                ":now": now,
-                ":lease_id": claim.lease_id,
+        self._update(
+            claim.key,
+            set_values={
+                "status": Status.STORED.value,
+                "size": stored.size,
+                "sha256": stored.sha256,
+                "bucket": stored.bucket,
+                "s3_key": stored.key,
+                "version_id": stored.version_id or "",
+                "content_type": stored.content_type,
+                "stored_at": now,
+                "updated_at": now,
             },
+            remove=("lease_id", "lease_until", "reason"),
+            condition="#lease_id = :lease_id",
+            condition_values={":lease_id": claim.lease_id},
         )
 
     def release(self, job: FetchJob, key: dict[str, str], status: Status, reason: str, lease_id: str | None) -> None:
         """Record why this attempt did not store the file, and free the lease for the next one."""
-        values: dict[str, Any] = {
-            ":status": status.value,
-            ":reason": reason,
-            ":now": iso(utc_now()),
-            ":source_id": job.source_id,
-            ":call_id": job.call_id,
-            ":provider": job.provider,
-            ":stored": Status.STORED.value,
-        }
+        now = iso(utc_now())
         # Never overwrite a STORED file; with a lease, only if we still hold it (else it
         # expired and another delivery took over: theirs is the truth).
-        condition = "attribute_not_exists(#status) OR #status <> :stored"
+        condition = "(attribute_not_exists(#status) OR #status <> :stored)"
+        values: dict[str, Any] = {":stored": Status.STORED.value}
         if lease_id:
-            condition = f"({condition}) AND lease_id = :lease_id"
+            condition += " AND #lease_id = :lease_id"
             values[":lease_id"] = lease_id
         try:
-            self._table.update_item(
-                Key=key,
-                UpdateExpression=(
-                    "SET #status = :status, reason = :reason, updated_at = :now,"
-                    " created_at = if_not_exists(created_at, :now), source_id = :source_id,"
-                    " call_id = :call_id, provider = :provider REMOVE lease_id, lease_until"
-                ),
-                ConditionExpression=condition,
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=values,
+            self._update(
+                key,
+                set_values={
+                    "status": status.value,
+                    "reason": reason,
+                    "updated_at": now,
+                    "source_id": job.source_id,
+                    "call_id": job.call_id,
+                    "provider": job.provider,
+                },
+                set_if_absent={"created_at": now},
+                remove=("lease_id", "lease_until"),
+                condition=condition,
+                condition_values=values,
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
@@ -156,11 +142,48 @@ class RecordingLedger:
         item = self._table.get_item(Key=key, ConsistentRead=True).get("Item")
         return dict(item) if item else None
 
-    def files_of_call(self, source_id: str, call_id: str) -> list[dict[str, Any]]:
-        from boto3.dynamodb.conditions import Key
+    def _update(
+        self,
+        key: dict[str, str],
+        *,
+        set_values: dict[str, Any],
+        set_if_absent: dict[str, Any] | None = None,
+        increment: str | None = None,
+        remove: tuple[str, ...] = (),
+        condition: str,
+        condition_values: dict[str, Any],
+    ) -> None:
+        """One conditional UpdateItem; every attribute goes through a #name (DynamoDB reserves
+        words such as status, size and bucket)."""
+        names: dict[str, str] = {}
+        values: dict[str, Any] = dict(condition_values)
 
-        reply = self._table.query(KeyConditionExpression=Key("pk").eq(f"CALL#{source_id}#{call_id}"))
-        return [dict(item) for item in reply.get("Items", [])]
+        def name(attribute: str) -> str:
+            names[f"#{attribute}"] = attribute
+            return f"#{attribute}"
+
+        assignments = []
+        for attribute, value in set_values.items():
+            values[f":{attribute}"] = value
+            assignments.append(f"{name(attribute)} = :{attribute}")
+        for attribute, value in (set_if_absent or {}).items():
+            values[f":{attribute}"] = value
+            assignments.append(f"{name(attribute)} = if_not_exists({name(attribute)}, :{attribute})")
+        if increment:
+            values[":zero"], values[":one"] = 0, 1
+            assignments.append(f"{name(increment)} = if_not_exists({name(increment)}, :zero) + :one")
+        expression = "SET " + ", ".join(assignments)
+        if remove:
+            expression += " REMOVE " + ", ".join(name(attribute) for attribute in remove)
+        for attribute in re.findall(r"#(\w+)", condition):
+            name(attribute)
+        self._table.update_item(
+            Key=key,
+            UpdateExpression=expression,
+            ConditionExpression=condition,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
 
 
 def lease_seconds_for(remaining_ms: int) -> int:

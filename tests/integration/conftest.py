@@ -1,0 +1,207 @@
+"""The local stack for integration tests: moto server + PBX simulators + the real handlers.
+
+One stack per test session (deploying the template takes a few seconds). Each special
+situation gets its own PBX simulator and source, because a PBX pushes every report to every
+live token's URL and locks out an address after failed logins: sharing one simulator would
+let one test's faults leak into another's.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import requests
+import yaml
+
+from local.simulators.pbx import PbxSimulator, make_self_signed
+from local.stack import LocalStack
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+ZONE = ZoneInfo("Asia/Shanghai")
+# Fast retries so that the workflow's waits (real time in moto) keep the suite short.
+RETRY_PARAMETERS = {"RetryMaxAttempts": "4", "RetryBaseDelaySeconds": "1", "RetryMaxDelaySeconds": "2"}
+
+
+@dataclass
+class Pbx:
+    """A simulated PBX and the source id under which the stack knows it."""
+
+    source_id: str
+    token: str
+    simulator: PbxSimulator
+
+
+@pytest.fixture(scope="session")
+def pbxs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pbx]]:
+    tls = make_self_signed(tmp_path_factory.mktemp("tls"))
+    simulators = {
+        "office-pbx": PbxSimulator(tz=ZONE),
+        "dup-pbx": PbxSimulator(tz=ZONE),
+        "faulty-pbx": PbxSimulator(tz=ZONE),
+        "slow-pbx": PbxSimulator(tz=ZONE),
+        "tls-pbx": PbxSimulator(tz=ZONE, tls=tls),
+        "wrong-password-pbx": PbxSimulator(tz=ZONE, password="the-real-password"),
+    }
+    for simulator in simulators.values():
+        simulator.start()
+    yield {
+        source_id: Pbx(source_id, f"{source_id}-token-{uuid.uuid4().hex}", simulator)
+        for source_id, simulator in simulators.items()
+    }
+    for simulator in simulators.values():
+        simulator.stop()
+
+
+def _source(pbx: Pbx, **pbx_settings: Any) -> dict[str, Any]:
+    return {
+        "id": pbx.source_id,
+        "provider": "pbx",
+        "webhook_token": pbx.token,
+        "timezone": "Asia/Shanghai",
+        "pbx": {
+            "base_url": pbx.simulator.base_url,
+            "username": "api",
+            "password": "apipass",
+            "api_versions": {"recording/get_random": "v0.0.1"},
+            **pbx_settings,
+        },
+    }
+
+
+@pytest.fixture(scope="session")
+def stack(pbxs: dict[str, Pbx], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    work = tmp_path_factory.mktemp("stack")
+    tls_ca = Path(pbxs["tls-pbx"].simulator.tls.ca_path).read_text()  # type: ignore[union-attr]
+    sources = [
+        _source(pbxs["office-pbx"]),
+        _source(pbxs["dup-pbx"]),
+        _source(pbxs["faulty-pbx"]),
+        _source(pbxs["slow-pbx"], read_timeout_seconds=1),
+        _source(pbxs["tls-pbx"], ca_bundle=tls_ca),
+        _source(pbxs["wrong-password-pbx"]),
+    ]
+    sources_file = work / "sources.yaml"
+    sources_file.write_text(yaml.safe_dump({"sources": sources}))
+    with LocalStack(
+        ROOT / "template.yaml",
+        sources_file=sources_file,
+        state_file=work / "state.json",
+        parameters=RETRY_PARAMETERS,
+        run_schedules=False,
+        concurrency=2,
+        redelivery_delay=1,
+    ) as running:
+        running.run_schedules_now()  # the session keeper logs in: PBXs now push reports
+        yield running
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll until ``condition()`` is truthy; returns its value or fails naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+class Archive:
+    """Read-only views of what the stack archived: ledger items and S3 objects."""
+
+    def __init__(self, stack: LocalStack) -> None:
+        self.stack = stack
+        self.bucket = stack.state["bucket"]
+        self.table = stack.client("dynamodb")
+        self.s3 = stack.client("s3")
+
+    def files(self, source_id: str, call_id: str) -> list[dict[str, Any]]:
+        reply = self.table.query(
+            TableName=self.stack.state["table"],
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": f"CALL#{source_id}#{call_id}"}},
+            ConsistentRead=True,
+        )
+        return [{name: next(iter(value.values())) for name, value in item.items()} for item in reply["Items"]]
+
+    def settled(self, source_id: str, call_id: str, count: int = 1) -> list[dict[str, Any]]:
+        """Wait until the call's files are all STORED or FAILED (and the stack is idle)."""
+
+        def done() -> list[dict[str, Any]] | None:
+            files = self.files(source_id, call_id)
+            if len(files) >= count and all(f["status"] in ("STORED", "FAILED") for f in files):
+                return files
+            return None
+
+        files = wait_for(done, 60, f"call {call_id} of {source_id} to settle")
+        self.stack.wait_idle(30)
+        return self.files(source_id, call_id) if files else files
+
+    def versions(self, key: str) -> list[dict[str, Any]]:
+        reply = self.s3.list_object_versions(Bucket=self.bucket, Prefix=key)
+        return [v for v in reply.get("Versions", []) if v["Key"] == key]
+
+    def body(self, key: str) -> bytes:
+        return bytes(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+
+    def open_multipart_uploads(self) -> list[dict[str, Any]]:
+        return list(self.s3.list_multipart_uploads(Bucket=self.bucket).get("Uploads", []))
+
+
+@pytest.fixture(scope="session")
+def archive(stack: LocalStack) -> Archive:
+    return Archive(stack)
+
+
+def webhook_url(stack: LocalStack, source_id: str) -> str:
+    return str(stack.state["webhook_url_template"]).format(source_id=source_id)
+
+
+def post_report(
+    stack: LocalStack, source_id: str, report: Any, *, token: str | None, how: str = "query"
+) -> requests.Response:
+    """POST a report like the PBX does (token in the query) or like a forwarder (header)."""
+    body = report if isinstance(report, bytes) else json.dumps(report).encode()
+    params = {"token": token} if token is not None and how == "query" else {}
+    headers = {"Content-Type": "application/json", "User-Agent": "WebAPI"}
+    if token is not None and how == "header":
+        headers["X-Webhook-Token"] = token
+    return requests.post(webhook_url(stack, source_id), params=params, data=body, headers=headers, timeout=10)
+
+
+def concurrently(*calls: Callable[[], Any]) -> list[Any]:
+    """Run the calls at the same moment in threads; returns their results in order."""
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def run(index: int, call: Callable[[], Any]) -> None:
+        barrier.wait()
+        try:
+            results[index] = call()
+        except BaseException as exc:  # surfaced below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results

@@ -1,0 +1,433 @@
+"""The local runtime: the SAM template deployed into moto, real handlers driven in-process.
+
+Most tests run a miniature of the callvault shape (tests/integration/fixtures/mini: an HttpApi
+function, an SQS queue with a redrive DLQ and a partial-batch consumer, a scheduled function,
+a STANDARD state machine using sqs:sendMessage) so the runtime is pinned independently of the
+real handlers; the last ones start the real template.yaml.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from local.runtime import (
+    HttpRoute,
+    HttpRouter,
+    failed_message_ids,
+    merge_environments,
+    parse_rate_seconds,
+)
+from local.stack import LocalStack, LocalStackError, load_template, substitute_definition
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+MINI = Path(__file__).resolve().parent / "fixtures" / "mini"
+
+
+def publish_mini_sources(path: Path, secrets_client: Any, prefix: str) -> list[str]:
+    """Stand-in for callvault.sources.publish_sources_file with the miniature's file format."""
+    ids = []
+    for source in yaml.safe_load(path.read_text())["sources"]:
+        secrets_client.create_secret(Name=f"{prefix}{source['id']}", SecretString=json.dumps(source))
+        ids.append(source["id"])
+    return ids
+
+
+def ledger_items(stack: LocalStack, prefix: str) -> dict[str, dict[str, Any]]:
+    """Ledger items of the miniature whose key starts with ``prefix``, by key."""
+    table = stack.state["table"]
+    items = stack.client("dynamodb").scan(TableName=table)["Items"]
+    return {item["pk"]["S"]: item for item in items if item["pk"]["S"].startswith(prefix)}
+
+
+def queue_depth(stack: LocalStack, queue_url: str) -> int:
+    """Visible + in-flight messages of a queue."""
+    attributes = stack.client("sqs").get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return sum(int(value) for value in attributes.values())
+
+
+# ------------------------------------------------------------------------------------------
+# Pieces that need no running stack
+# ------------------------------------------------------------------------------------------
+
+
+def test_template_short_tags_load_as_long_form(tmp_path: Path) -> None:
+    # Given a template using short intrinsic tags and an unquoted date
+    template = tmp_path / "t.yaml"
+    template.write_text(
+        "AWSTemplateFormatVersion: 2010-09-09\n"
+        "Resources:\n"
+        "  Q:\n"
+        "    Type: AWS::SQS::Queue\n"
+        "    Properties:\n"
+        "      A: !Ref X\n"
+        "      B: !GetAtt Y.Arn\n"
+        "      C: !Sub 'x-${AWS::Region}'\n"
+        "      D: !If [Cond, !Join ['', [a, b]], !Ref AWS::NoValue]\n"
+        "      E: !Select [0, !Split [',', 'a,b']]\n"
+        "      F: !Condition IsProd\n"
+    )
+    # When it is loaded
+    props = load_template(template)["Resources"]["Q"]["Properties"]
+    # Then tags become CloudFormation's long form and the date stays a string
+    assert load_template(template)["AWSTemplateFormatVersion"] == "2010-09-09"
+    assert props["A"] == {"Ref": "X"}
+    assert props["B"] == {"Fn::GetAtt": ["Y", "Arn"]}
+    assert props["C"] == {"Fn::Sub": "x-${AWS::Region}"}
+    assert props["D"] == {"Fn::If": ["Cond", {"Fn::Join": ["", ["a", "b"]]}, {"Ref": "AWS::NoValue"}]}
+    assert props["E"] == {"Fn::Select": [0, {"Fn::Split": [",", "a,b"]}]}
+    assert props["F"] == {"Condition": "IsProd"}
+
+
+def test_definition_substitution_keeps_context_object_paths() -> None:
+    definition = '{"QueueUrl": "${QueueUrl}", "Token.$": "$$.Task.Token", "Other": "${Unknown}"}'
+    result = substitute_definition(definition, {"QueueUrl": "https://q"})
+    assert json.loads(result) == {"QueueUrl": "https://q", "Token.$": "$$.Task.Token", "Other": "${Unknown}"}
+
+
+def test_router_prefers_specific_routes() -> None:
+    router = HttpRouter(
+        [
+            HttpRoute("ANY", "/webhooks/{source_id}", "Any"),
+            HttpRoute("POST", "/webhooks/{source_id}", "Param"),
+            HttpRoute("POST", "/webhooks/health", "Literal"),
+            HttpRoute("GET", "/files/{path+}", "Greedy"),
+        ]
+    )
+    assert router.match("POST", "/webhooks/health") == (HttpRoute("POST", "/webhooks/health", "Literal"), {})
+    assert router.match("POST", "/webhooks/pbx%2D1")[1] == {"source_id": "pbx-1"}  # type: ignore[index]
+    assert router.match("PUT", "/webhooks/x")[0].function_id == "Any"  # type: ignore[index]
+    assert router.match("GET", "/files/a/b.wav")[1] == {"path": "a/b.wav"}  # type: ignore[index]
+    assert router.match("GET", "/webhooks/x/y") is None
+
+
+def test_batch_item_failures_follow_lambda_rules() -> None:
+    ids = ["a", "b", "c"]
+    assert failed_message_ids(None, ids) == set()
+    assert failed_message_ids({}, ids) == set()
+    assert failed_message_ids({"batchItemFailures": []}, ids) == set()
+    assert failed_message_ids({"batchItemFailures": [{"itemIdentifier": "b"}]}, ids) == {"b"}
+    # An identifier that is empty or not in the batch fails the whole batch.
+    assert failed_message_ids({"batchItemFailures": [{"itemIdentifier": ""}]}, ids) == set(ids)
+    assert failed_message_ids({"batchItemFailures": [{"itemIdentifier": "zzz"}]}, ids) == set(ids)
+    assert failed_message_ids({"batchItemFailures": [{"id": "a"}]}, ids) == set(ids)
+
+
+def test_environments_merge_or_fail_clearly() -> None:
+    merged = merge_environments({"A": {"X": "1", "Y": "2"}, "B": {"X": "1", "Z": "3"}}, {"Z": "override"})
+    assert merged == {"X": "1", "Y": "2", "Z": "override"}
+    with pytest.raises(ValueError, match=r"X \(A='1', B='2'\)"):
+        merge_environments({"A": {"X": "1"}, "B": {"X": "2"}})
+
+
+def test_rates_parse() -> None:
+    assert parse_rate_seconds("rate(5 minutes)") == 300
+    assert parse_rate_seconds("rate(1 hour)") == 3600
+    assert parse_rate_seconds("cron(0 * * * ? *)") is None
+
+
+def test_missing_inputs_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(LocalStackError, match="template not found"):
+        LocalStack(tmp_path / "nope.yaml").start()
+    with pytest.raises(LocalStackError, match="sources file not found"):
+        LocalStack(MINI / "template.yaml", sources_file=tmp_path / "nope.yaml").start()
+
+
+def test_cli_reports_a_missing_sources_file_without_traceback(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "layers" / "callvault")])}
+    result = subprocess.run(  # noqa: S603 - fixed argv
+        [sys.executable, "-m", "local", "--sources", str(tmp_path / "none.yaml"), "--state", str(tmp_path / "s.json")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: sources file not found: {tmp_path / 'none.yaml'}"]
+
+
+# ------------------------------------------------------------------------------------------
+# The miniature stack
+# ------------------------------------------------------------------------------------------
+
+
+class TestMiniStack:
+    """One miniature stack shared by the class (starting moto + deploying takes seconds)."""
+
+    @pytest.fixture(scope="class")
+    def stack(self, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+        state_file = tmp_path_factory.mktemp("local") / "state.json"
+        with LocalStack(
+            MINI / "template.yaml",
+            sources_file=MINI / "sources.yaml",
+            state_file=state_file,
+            stack_name="mini-local",
+            schedule_interval=0.5,
+            publish_sources=publish_mini_sources,
+        ) as stack:
+            stack.wait_idle(10)
+            yield stack
+        assert not state_file.exists(), "a stopped stack must not leave a state file behind"
+
+    def test_state_file_tells_where_everything_is(self, stack: LocalStack) -> None:
+        assert stack.state_file is not None
+        state = json.loads(stack.state_file.read_text())
+        base = state["webhook_base_url"]
+        assert base.startswith("http://127.0.0.1:")
+        assert state["webhook_url_template"] == base + "/webhooks/{source_id}"
+        assert state["aws_endpoint_url"] == os.environ["AWS_ENDPOINT_URL"]
+        assert (state["region"], state["stack_name"]) == ("us-east-1", "mini-local")
+        outputs = state["outputs"]
+        assert state["bucket"] == outputs["RecordingsBucketName"]
+        assert state["table"] == outputs["LedgerTableName"]
+        assert state["queue_url"] == outputs["FetchQueueUrl"]
+        assert state["dlq_url"] == outputs["FetchDeadLetterQueueUrl"]
+        assert state["state_machine_arn"] == outputs["RetryStateMachineArn"]
+        assert state["alert_topic_arn"] is None  # the miniature has no topic
+        assert not any(key.startswith("LocalRuntime") for key in outputs)
+        # The resources exist in moto under those names.
+        stack.client("s3").head_bucket(Bucket=state["bucket"])
+        stack.client("dynamodb").describe_table(TableName=state["table"])
+
+    def test_functions_come_from_the_template(self, stack: LocalStack) -> None:
+        assert set(stack.functions) == {"HttpEchoFunction", "SqsWorkerFunction", "TickerFunction"}
+        ticker = stack.functions["TickerFunction"]
+        assert (ticker.handler, ticker.timeout, ticker.memory_mb) == ("app.handler", 30, 256)
+        assert ticker.layer_dirs == (MINI / "layers" / "minicore",)
+        # Variables arrive resolved by moto; the API URL moto cannot resolve is the local one.
+        assert os.environ["TABLE_NAME"] == stack.state["table"]
+        assert os.environ["SOURCES_SECRET_PREFIX"] == "mini/dev/sources/"
+        assert os.environ["LOG_LEVEL"] == "DEBUG"
+        assert os.environ["WEBHOOK_BASE_URL"] == stack.state["webhook_base_url"]
+        assert [m.mapping_id for m in stack.queue_mappings] == ["SqsWorkerFunctionWork"]
+        assert not stack.client("lambda").list_event_source_mappings()["EventSourceMappings"]
+
+    def test_sources_are_published_under_the_functions_prefix(self, stack: LocalStack) -> None:
+        secret = stack.client("secretsmanager").get_secret_value(SecretId="mini/dev/sources/mini-two")
+        assert json.loads(secret["SecretString"])["webhook_token"] == "mini-two-token"
+
+    def test_http_api_v2_event_shape(self, stack: LocalStack) -> None:
+        # Given a request with repeated headers and query parameters, cookies and a JSON body
+        port = int(stack.state["webhook_base_url"].rsplit(":", 1)[1])
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        body = json.dumps({"hello": "世界"}).encode()
+        connection.putrequest("POST", "/webhooks/pbx-1?a=1&a=2&b=%20x")
+        for name, value in [
+            ("Content-Type", "application/json"),
+            ("X-Multi", "one"),
+            ("X-Multi", "two"),
+            ("Cookie", "c1=v1; c2=v2"),
+            ("User-Agent", "WebAPI"),
+            ("Content-Length", str(len(body))),
+        ]:
+            connection.putheader(name, value)
+        connection.endheaders(body)
+        # When the local API Gateway routes it
+        response = connection.getresponse()
+        payload = json.loads(response.read())
+        # Then the function got a payload format 2.0 event, and its full response came back
+        assert response.status == 202
+        assert response.headers.get_all("Set-Cookie") == ["a=1", "b=2; Path=/"]
+        assert response.headers["x-function"] == stack.functions["HttpEchoFunction"].name
+        event = payload["event"]
+        assert event["version"] == "2.0"
+        assert event["routeKey"] == "POST /webhooks/{source_id}"
+        assert event["rawPath"] == "/webhooks/pbx-1"
+        assert event["rawQueryString"] == "a=1&a=2&b=%20x"
+        assert event["queryStringParameters"] == {"a": "1,2", "b": " x"}
+        assert event["pathParameters"] == {"source_id": "pbx-1"}
+        assert event["cookies"] == ["c1=v1", "c2=v2"]
+        assert event["headers"]["x-multi"] == "one,two"
+        assert "cookie" not in event["headers"] and "Content-Type" not in event["headers"]
+        assert event["body"] == body.decode() and event["isBase64Encoded"] is False
+        context = event["requestContext"]
+        assert context["http"] == {
+            "method": "POST",
+            "path": "/webhooks/pbx-1",
+            "protocol": "HTTP/1.1",
+            "sourceIp": "127.0.0.1",
+            "userAgent": "WebAPI",
+        }
+        assert context["stage"] == "$default" and context["requestId"] and context["apiId"]
+        assert abs(context["timeEpoch"] / 1000 - time.time()) < 60
+        assert 0 < payload["remaining_ms"] <= 10_000
+
+    def test_non_text_bodies_arrive_base64(self, stack: LocalStack) -> None:
+        url = stack.state["webhook_url_template"].format(source_id="pbx-1")
+        # HTTP API passes form posts and binary base64-encoded, not as text.
+        form = requests.post(url, data={"k": "v w"}, timeout=10).json()["event"]
+        assert form["isBase64Encoded"] is True
+        assert base64.b64decode(form["body"]) == b"k=v+w"
+        raw = requests.post(url, data=b"\x00\xff", headers={"Content-Type": "text/plain"}, timeout=10).json()["event"]
+        assert raw["isBase64Encoded"] is True and base64.b64decode(raw["body"]) == b"\x00\xff"
+        empty = requests.get(stack.state["webhook_base_url"] + "/health", timeout=10).json()["event"]
+        assert "body" not in empty and "queryStringParameters" not in empty and "pathParameters" not in empty
+
+    def test_result_shapes_map_like_http_api(self, stack: LocalStack) -> None:
+        base = stack.state["webhook_base_url"]
+        plain = requests.get(base + "/health?shape=plain", timeout=10)
+        assert (plain.status_code, plain.headers["Content-Type"], plain.json()) == (
+            200,
+            "application/json",
+            {"echo": "/health"},
+        )
+        text = requests.get(base + "/health?shape=str", timeout=10)
+        assert (text.status_code, text.json()) == (200, "just text")
+        binary = requests.get(base + "/health?shape=binary", timeout=10)
+        assert (binary.status_code, binary.content) == (201, b"\x00\xffbin")
+
+    def test_unknown_routes_and_oversized_payloads_are_rejected_before_the_function(self, stack: LocalStack) -> None:
+        base = stack.state["webhook_base_url"]
+        before = len(stack.runner.invocations)  # type: ignore[union-attr]
+        missing = requests.post(base + "/nowhere", timeout=10)
+        assert (missing.status_code, missing.json()) == (404, {"message": "Not Found"})
+        wrong_method = requests.delete(base + "/webhooks/pbx-1", timeout=10)
+        assert wrong_method.status_code == 404
+        huge = requests.post(base + "/webhooks/pbx-1", data=b"x" * (10 * 1024 * 1024 + 1), timeout=30)
+        assert huge.status_code == 413
+        assert len(stack.runner.invocations) == before  # type: ignore[union-attr]
+
+    def test_partial_batch_failure_redelivers_only_the_failed_message(self, stack: LocalStack) -> None:
+        # Given five jobs, one of which fails on its first delivery
+        sqs = stack.client("sqs")
+        for index in range(5):
+            job = {"id": f"batch-{index}", "fail_times": 1 if index == 2 else 0}
+            sqs.send_message(QueueUrl=stack.state["queue_url"], MessageBody=json.dumps(job))
+        # When the poller has drained the queue
+        stack.wait_idle(15)
+        # Then every job is recorded once; only the failed one was delivered twice
+        items = ledger_items(stack, "job#batch-")
+        assert sorted(items) == [f"job#batch-{i}" for i in range(5)]
+        attempts = {key: int(item["attempt"]["N"]) for key, item in items.items()}
+        assert attempts == {f"job#batch-{i}": 2 if i == 2 else 1 for i in range(5)}
+        assert {item["source"]["S"] for item in items.values()} == {"aws:sqs"}
+        assert queue_depth(stack, stack.state["queue_url"]) == 0
+        assert queue_depth(stack, stack.state["dlq_url"]) == 0
+
+    def test_sqs_records_look_like_lambdas(self, stack: LocalStack) -> None:
+        sqs = stack.client("sqs")
+        sent = sqs.send_message(
+            QueueUrl=stack.state["queue_url"],
+            MessageBody=json.dumps({"id": "shape"}),
+            MessageAttributes={
+                "kind": {"DataType": "String", "StringValue": "probe"},
+                "blob": {"DataType": "Binary", "BinaryValue": b"\x01\x02"},
+            },
+        )
+        stack.wait_idle(10)
+        record = json.loads(ledger_items(stack, "job#shape")["job#shape"]["record"]["S"])
+        assert record["messageId"] == sent["MessageId"] and record["receiptHandle"]
+        assert record["md5OfBody"] == sent["MD5OfMessageBody"]
+        assert record["md5OfMessageAttributes"] == sent["MD5OfMessageAttributes"]
+        assert record["eventSource"] == "aws:sqs" and record["awsRegion"] == "us-east-1"
+        assert record["eventSourceARN"] == stack.queue_mappings[0].queue_arn
+        assert record["attributes"]["ApproximateReceiveCount"] == "1"
+        assert int(record["attributes"]["SentTimestamp"]) > 0
+        assert record["messageAttributes"]["kind"] == {
+            "stringValue": "probe",
+            "stringListValues": [],
+            "binaryListValues": [],
+            "dataType": "String",
+        }
+        assert base64.b64decode(record["messageAttributes"]["blob"]["binaryValue"]) == b"\x01\x02"
+
+    def test_a_raising_handler_deletes_nothing_and_the_redrive_parks_the_message(self, stack: LocalStack) -> None:
+        # Given a job whose handler raises on every delivery (maxReceiveCount is 3)
+        sqs = stack.client("sqs")
+        sqs.send_message(QueueUrl=stack.state["queue_url"], MessageBody=json.dumps({"id": "poison", "raise": True}))
+        # When it has been retried as often as the redrive policy allows
+        stack.wait_idle(20)
+        # Then it is not lost: it sits in the dead-letter queue, after three failed invocations
+        parked = sqs.receive_message(QueueUrl=stack.state["dlq_url"], MaxNumberOfMessages=10)["Messages"]
+        assert [json.loads(m["Body"])["id"] for m in parked] == ["poison"]
+        errors = [record for record in stack.runner.errors if "poison" in (record.error or "")]  # type: ignore[union-attr]
+        assert len(errors) == 3
+        assert "job#poison" not in ledger_items(stack, "job#")
+
+    def test_state_machine_executes_through_moto(self, stack: LocalStack) -> None:
+        # Given the retry-like workflow that waits and sends the job back to the queue
+        sfn = stack.client("stepfunctions")
+        execution = sfn.start_execution(
+            stateMachineArn=stack.state["state_machine_arn"], input=json.dumps({"job": json.dumps({"id": "via-sfn"})})
+        )
+        # When the stack is idle (wait_idle also waits for RUNNING executions)
+        stack.wait_idle(15)
+        # Then the execution succeeded and the worker processed the requeued job
+        assert sfn.describe_execution(executionArn=execution["executionArn"])["status"] == "SUCCEEDED"
+        assert "job#via-sfn" in ledger_items(stack, "job#")
+
+    def test_schedules_fire_at_start_periodically_and_on_demand(self, stack: LocalStack) -> None:
+        ticks_before = len(ledger_items(stack, "tick#"))
+        assert ticks_before >= 1  # the start-up tick
+        results = stack.run_schedules_now()
+        assert results == {"TickerFunctionTick": None}
+        time.sleep(1.0)  # schedule_interval is 0.5 s
+        stack.wait_idle(10)
+        ticks = ledger_items(stack, "tick#")
+        assert len(ticks) >= ticks_before + 2
+        assert {item["detail_type"]["S"] for item in ticks.values()} == {"Scheduled Event"}
+
+    def test_invoke_runs_a_handler_directly(self, stack: LocalStack) -> None:
+        event = {"rawPath": "/x", "queryStringParameters": {"shape": "plain"}}
+        assert stack.invoke("HttpEchoFunction", event) == {"echo": "/x"}
+        with pytest.raises(KeyError):
+            stack.invoke("NoSuchFunction", {})
+
+
+# ------------------------------------------------------------------------------------------
+# The real template
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not (ROOT / "template.yaml").exists(), reason="template.yaml not written yet")
+def test_real_template_runs_locally(tmp_path: Path) -> None:
+    # Given the real template and the local sources file
+    with LocalStack(
+        ROOT / "template.yaml",
+        sources_file=ROOT / "local" / "sources.yaml",
+        state_file=tmp_path / "state.json",
+        run_schedules=False,
+    ) as stack:
+        # Then the three functions run from their source directories with the core layer
+        assert set(stack.functions) == {"WebhookFunction", "FetcherFunction", "PbxSessionKeeperFunction"}
+        for spec in stack.functions.values():
+            assert spec.layer_dirs == (ROOT / "layers" / "callvault",)
+        assert [(r.method, r.path) for r in stack.routes] == [("POST", "/webhooks/{source_id}")]
+        (mapping,) = stack.queue_mappings
+        assert (mapping.function_id, mapping.batch_size, mapping.report_batch_item_failures) == (
+            "FetcherFunction",
+            5,
+            True,
+        )
+        assert [(s.function_id, s.interval_seconds) for s in stack.schedules] == [("PbxSessionKeeperFunction", 300)]
+        state = json.loads((tmp_path / "state.json").read_text())
+        for key in ("bucket", "table", "queue_url", "dlq_url", "state_machine_arn", "alert_topic_arn"):
+            assert state[key], key
+        assert state["outputs"]["WebhookUrl"] == state["webhook_url_template"]
+        assert os.environ["WEBHOOK_BASE_URL"] == state["webhook_base_url"]
+        # And the webhook answers from the real handler: a wrong token enqueues nothing
+        url = state["webhook_url_template"].format(source_id="office-pbx")
+        reply = requests.post(url, json={"action": "NewCdr"}, headers={"X-Webhook-Token": "wrong"}, timeout=10)
+        assert reply.status_code == 403
+        unknown = requests.post(state["webhook_url_template"].format(source_id="nobody"), json={}, timeout=10)
+        assert unknown.status_code == 404
+        stack.wait_idle(10)
+        assert not [i for i in stack.runner.invocations if i.function_id == "FetcherFunction"]  # type: ignore[union-attr]
