@@ -18,6 +18,8 @@ $(STAMP): requirements-dev.txt layers/callvault/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	# The venv finds the core package and the local runtime without PYTHONPATH.
+	printf '%s\n' "$(CURDIR)/layers/callvault" "$(CURDIR)" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/callvault-dev.pth"
 	touch $(STAMP)
 
 ## The main job, locally: AWS stand-in + PBX simulator + real handlers; archive calls, verify them.

@@ -14,6 +14,9 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
+from callvault.errors import ConfigError
+from callvault.sources import load_sources_file
+from local.simulated_providers import start_pbx_simulators
 from local.stack import DEFAULT_REGION, DEFAULT_STACK_NAME, LocalStack, LocalStackError
 
 
@@ -43,6 +46,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-schedules", action="store_true", help="do not run scheduled functions")
     parser.add_argument(
+        "--no-simulators",
+        action="store_true",
+        help="do not start provider simulators for the loopback sources of the sources file",
+    )
+    parser.add_argument(
         "--concurrency", type=int, default=1, help="execution environments per function and pollers per queue"
     )
     parser.add_argument(
@@ -51,6 +59,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="SECONDS",
         help="redeliver failed SQS messages after this long instead of the queue's visibility timeout",
+    )
+    parser.add_argument(
+        "--place-calls",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="have every simulated PBX place a recorded call this often (default: never)",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
@@ -107,25 +122,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("botocore").setLevel(logging.WARNING)
     stopped = threading.Event()
+    simulators = {}
     try:
+        if not args.no_simulators:
+            simulators = start_pbx_simulators(load_sources_file(args.sources))
         stack = build_stack(args).start()
-    except LocalStackError as error:
+    except (LocalStackError, ConfigError, OSError) as error:
+        for simulator in simulators.values():
+            simulator.stop()
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     _stop_on_signals(stopped)
     try:
+        for source_id, simulator in simulators.items():
+            print(f"simulator:  {source_id} (PBX) at {simulator.base_url}", flush=True)
         print(f"webhooks:   {stack.state['webhook_url_template']}", flush=True)
         print(f"AWS (moto): {stack.state['aws_endpoint_url']}", flush=True)
         print(f"state file: {stack.state_file}", flush=True)
         print("Ctrl-C stops the stack.", flush=True)
-        while not stopped.wait(0.5):
-            pass
+        interval = args.place_calls or 0.5
+        while not stopped.wait(interval):
+            if args.place_calls:
+                for simulator in simulators.values():
+                    call = simulator.place_call(duration_s=60)
+                    print(f"placed call {call.callid} ({call.size:,} bytes) on {simulator.base_url}", flush=True)
     except KeyboardInterrupt:
         pass
     finally:
         stack.stop()
+        for simulator in simulators.values():
+            simulator.stop()
     return 0
 
 
