@@ -161,7 +161,7 @@ def test_cli_reports_a_missing_sources_file_without_traceback(tmp_path: Path) ->
         timeout=60,
     )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"error: sources file not found: {tmp_path / 'none.yaml'}"]
+    assert result.stderr.strip().splitlines() == [f"error: sources file {tmp_path / 'none.yaml'} does not exist"]
 
 
 # ------------------------------------------------------------------------------------------
