@@ -32,3 +32,33 @@ def pbx_source_document(**overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 def root() -> Path:
     return ROOT
+
+
+def ccc_source_document(api_version: str = "2017-07-05", **overrides: Any) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "id": "shop-ccc",
+        "provider": "ccc",
+        "webhook_token": "shop-ccc-token-0123456789",
+        "timezone": "Asia/Shanghai",
+        "ccc": {
+            "api_version": api_version,
+            "instance_id": "9cfad875-6260-4a53-ab6e-b13e3fb31f7d" if api_version == "2017-07-05" else "ccc-test",
+            "region": "cn-shanghai",
+            "access_key_id": "LTAI-test-key",
+            "access_key_secret": "test-secret",
+        },
+    }
+    document.update(overrides)
+    return document
+
+
+def dypls_source_document(**overrides: Any) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "id": "privacy-pool",
+        "provider": "dypls",
+        "webhook_token": "privacy-pool-token-0123456789",
+        "timezone": "Asia/Shanghai",
+        "dypls": {"pool_key": "FC123456", "access_key_id": "LTAI-test-key", "access_key_secret": "test-secret"},
+    }
+    document.update(overrides)
+    return document

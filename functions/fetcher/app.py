@@ -51,7 +51,7 @@ def fetch_record(record: SQSRecord) -> None:
     # A malformed message raises InvalidJob: reported as failed, redelivered, then parked
     # in the DLQ (alarmed) rather than silently dropped.
     job = FetchJob.from_json(record.body)
-    report = _fetcher().process(job, lease_seconds_for(_remaining_ms()))
+    report = _fetcher().process(job, lease_seconds_for(_remaining_ms()), delivery_id=record.message_id)
     logger.debug("fetch attempt done", extra={"job": job.identity, "stored": len(report.stored)})
 
 

@@ -12,6 +12,7 @@ Every way an attempt can end is decided here:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from callvault.config import RetrySettings
@@ -19,7 +20,7 @@ from callvault.errors import ConfigError, FetchError, PermanentFailure, SourceNo
 from callvault.jobs import RetryWorkflow
 from callvault.keys import content_type_for, recording_key
 from callvault.ledger import Claim, ClaimOutcome, RecordingLedger, Status, ledger_key
-from callvault.models import WHOLE_CALL, FetchJob, StoredObject
+from callvault.models import FetchJob, StoredObject
 from callvault.observability import logger
 from callvault.providers import PendingDownload, ProviderRuntime, provider_named
 from callvault.sources import Source, SourceDirectory
@@ -57,14 +58,16 @@ class Fetcher:
         self._workflow = workflow
         self._retry = retry
 
-    def process(self, job: FetchJob, lease_seconds: int) -> FetchReport:
+    def process(self, job: FetchJob, lease_seconds: int, delivery_id: str) -> FetchReport:
+        """One attempt. ``delivery_id`` names this delivery (the SQS message id): a redelivered
+        message hands over to the retry workflow at most once."""
         report = FetchReport()
         failed_key = ledger_key(job)
         lease_id: str | None = None
         try:
             source = self._source_of(job)
             claimed_up_front: Claim | None = None
-            if job.file_name != WHOLE_CALL:
+            if job.names_a_file:
                 # The file is known up front: a stored or busy one costs no provider call.
                 claimed_up_front = self._claim(job, job.file_name, lease_seconds, report)
                 if claimed_up_front is None:
@@ -84,7 +87,7 @@ class Fetcher:
                 report.stored.append(self._store(job, download, claim))
                 lease_id = None
         except FetchError as error:
-            self._hand_over(job, error, failed_key, lease_id)
+            self._hand_over(job, error, failed_key, lease_id, delivery_id)
             report.handed_over = error.reason
         except BaseException:
             if lease_id:  # let the redelivered message claim the file again at once
@@ -104,6 +107,8 @@ class Fetcher:
         return source
 
     def _resolve(self, source: Source, job: FetchJob) -> list[PendingDownload]:
+        if job.give_up_at and utc_now() > datetime.fromisoformat(job.give_up_at):
+            raise PermanentFailure(f"the provider keeps recordings only until {job.give_up_at}: too late to fetch")
         provider = provider_named(source.provider)
         if provider is None:
             raise PermanentFailure(f"no provider {source.provider!r}")
@@ -150,13 +155,15 @@ class Fetcher:
         )
         return stored
 
-    def _hand_over(self, job: FetchJob, error: FetchError, key: dict[str, str], lease_id: str | None) -> None:
+    def _hand_over(
+        self, job: FetchJob, error: FetchError, key: dict[str, str], lease_id: str | None, delivery_id: str
+    ) -> None:
         from callvault.retry_policy import plan_retry
 
         plan = plan_retry(job, error, self._retry, utc_now())
         # Start the workflow before touching the ledger: if starting fails, the message is
         # redelivered and nothing was recorded as scheduled that is not.
-        self._workflow.hand_over(job, plan, key)
+        self._workflow.hand_over(job, plan, key, delivery_id)
         status = Status.FAILED if plan.give_up else Status.RETRY_SCHEDULED
         self._ledger.release(job, key, status, plan.reason, lease_id)
         logger.warning(

@@ -40,7 +40,7 @@ class RetryWorkflow:
         self._sfn = sfn
         self._arn = state_machine_arn
 
-    def hand_over(self, job: FetchJob, plan: RetryPlan, ledger_key: dict[str, str]) -> str:
+    def hand_over(self, job: FetchJob, plan: RetryPlan, ledger_key: dict[str, str], delivery_id: str) -> str:
         document = {
             "job": job.next_attempt().to_dict(),
             "retry": {
@@ -56,7 +56,7 @@ class RetryWorkflow:
             return str(
                 self._sfn.start_execution(
                     stateMachineArn=self._arn,
-                    name=execution_name(job, plan),
+                    name=execution_name(job, plan, delivery_id),
                     input=json.dumps(document, ensure_ascii=False),
                 )["executionArn"]
             )
@@ -64,7 +64,8 @@ class RetryWorkflow:
             return ""  # a redelivered message already handed this attempt over
 
 
-def execution_name(job: FetchJob, plan: RetryPlan) -> str:
-    """Deterministic per job attempt, so a redelivered message cannot schedule a second retry."""
-    digest = hashlib.sha256(job.identity.encode()).hexdigest()[:40]
+def execution_name(job: FetchJob, plan: RetryPlan, delivery_id: str) -> str:
+    """Deterministic per delivery: a redelivered message cannot schedule a second retry, while a
+    new report of the same call (a new message) still gets its own workflow."""
+    digest = hashlib.sha256(f"{job.identity}\n{delivery_id}".encode()).hexdigest()[:40]
     return f"{'giveup' if plan.give_up else 'retry'}-{job.attempt}-{digest}"

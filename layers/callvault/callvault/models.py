@@ -9,9 +9,14 @@ from typing import Any
 
 from callvault.errors import ConfigError
 
-# A call whose files are only known once the provider lists them (a CCC contact with
-# transfers) is tracked in the ledger under this file name until it is resolved.
+# A job whose files are only known once the provider lists them (a CCC contact with
+# transfers, a Dypls call) carries a selector instead of a file name: "*" for every file of
+# the call, or "*" + a kind ("*mono"). The ledger tracks it under that name until resolved.
 WHOLE_CALL = "*"
+
+
+def is_selector(file_name: str) -> bool:
+    return file_name.startswith(WHOLE_CALL)
 
 
 class InvalidJob(ConfigError):
@@ -37,6 +42,11 @@ class FetchJob:
     reported_at: str = ""
     give_up_at: str | None = None
     details: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def names_a_file(self) -> bool:
+        """True when the file is known before asking the provider (claim it up front)."""
+        return not is_selector(self.file_name)
 
     @property
     def identity(self) -> str:

@@ -1,13 +1,21 @@
 """The webhook's core: authenticate a source, parse its event, enqueue jobs, answer.
 
 Order of checks: unknown source (404), oversized body (413), source address not allowed
-(403), missing token (401), wrong token (403), malformed event (400). Any rejection
+(403), missing token (401), wrong token (403), then, for sources with a signing secret, missing
+signature (401) or a wrong or stale one (403), and last a malformed event (400). Any rejection
 enqueues nothing. The provider is never called here: its deadline is short (Dypls: 700 ms).
+
+Signature scheme (for integrators forwarding events, e.g. CCC softphone callbacks):
+``X-Callvault-Timestamp: <unix seconds>`` and
+``X-Callvault-Signature: v1=<hex HMAC-SHA256(signing secret, timestamp + "." + raw body)>``;
+a timestamp more than ``SIGNATURE_WINDOW`` seconds away from our clock is refused (replay).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import time
 
 from callvault.errors import Forbidden, PayloadTooLarge, Unauthorized
 from callvault.jobs import JobQueue
@@ -16,6 +24,28 @@ from callvault.providers import InboundRequest, WebhookReply, provider_named
 from callvault.sources import Source, SourceDirectory
 
 TOKEN_HEADER = "x-webhook-token"  # noqa: S105 - a header name, not a secret
+TIMESTAMP_HEADER = "x-callvault-timestamp"
+SIGNATURE_HEADER = "x-callvault-signature"
+SIGNATURE_WINDOW = 300
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """The ``X-Callvault-Signature`` value for a body sent at ``timestamp``."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"v1={digest}"
+
+
+def verify_signature(secret: str, request: InboundRequest, now: float) -> None:
+    timestamp = request.headers.get(TIMESTAMP_HEADER, "").strip()
+    presented = request.headers.get(SIGNATURE_HEADER, "").strip()
+    if not timestamp or not presented:
+        raise Unauthorized(
+            "missing X-Callvault-Timestamp or X-Callvault-Signature (this source requires signed events)"
+        )
+    if not timestamp.isdigit() or abs(now - int(timestamp)) > SIGNATURE_WINDOW:
+        raise Forbidden(f"X-Callvault-Timestamp is not within {SIGNATURE_WINDOW} s of the current time")
+    if not hmac.compare_digest(presented.encode(), signature(secret, timestamp, request.body).encode()):
+        raise Forbidden("wrong X-Callvault-Signature")
 
 
 def authenticate(source: Source, request: InboundRequest) -> None:
@@ -28,6 +58,8 @@ def authenticate(source: Source, request: InboundRequest) -> None:
         raise Unauthorized("missing source token (header X-Webhook-Token or query parameter token)")
     if not hmac.compare_digest(presented.encode(), source.webhook_token.encode()):
         raise Forbidden("wrong source token")
+    if source.webhook_signing_secret:
+        verify_signature(source.webhook_signing_secret, request, time.time())
 
 
 def receive(request: InboundRequest, sources: SourceDirectory, queue: JobQueue) -> WebhookReply:

@@ -85,9 +85,9 @@ class Provider(Protocol):
 
 def provider_named(name: str) -> Provider | None:
     """The provider implementation registered under ``name``."""
-    from callvault.providers import pbx
+    from callvault.providers import ccc, dypls, pbx
 
-    registry: dict[str, Provider] = {pbx.PROVIDER.name: pbx.PROVIDER}
+    registry: dict[str, Provider] = {module.PROVIDER.name: module.PROVIDER for module in (pbx, ccc, dypls)}
     return registry.get(name)
 
 

@@ -1,0 +1,69 @@
+"""What every Alibaba Cloud source (CCC, Dyplsapi) says about reaching its API.
+
+Shared by the providers that speak the RPC API: access key (optionally STS), endpoint, region,
+the hosts their signed download links may point at, and the read timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from callvault.errors import ConfigError
+from callvault.http import DEFAULT_READ_TIMEOUT
+from callvault.providers.alibaba_rpc import RpcCredentials
+
+ACCESS_FIELDS = frozenset(
+    {
+        "access_key_id",
+        "access_key_secret",
+        "security_token",
+        "endpoint",
+        "region",
+        "download_hosts",
+        "read_timeout_seconds",
+    }
+)
+# OSS buckets of both services live under aliyuncs.com (e.g. *.oss-cn-shanghai.aliyuncs.com).
+DEFAULT_DOWNLOAD_HOSTS = (".aliyuncs.com",)
+
+
+@dataclass(frozen=True)
+class RpcAccess:
+    endpoint: str
+    credentials: RpcCredentials
+    region: str | None
+    download_hosts: tuple[str, ...]
+    read_timeout_seconds: float
+
+
+def parse_rpc_access(raw: Mapping[str, Any], *, where: str, default_endpoint: str) -> RpcAccess:
+    """Validate the access part of a provider section; errors name the field."""
+    key_id, secret = raw.get("access_key_id"), raw.get("access_key_secret")
+    if not isinstance(key_id, str) or not key_id or not isinstance(secret, str) or not secret:
+        raise ConfigError(f"{where}: access_key_id and access_key_secret are required")
+    token = raw.get("security_token")
+    if token is not None and (not isinstance(token, str) or not token):
+        raise ConfigError(f"{where}: security_token must be the STS token text")
+    region = raw.get("region")
+    if region is not None and not isinstance(region, str):
+        raise ConfigError(f"{where}: region must be a region id like cn-shanghai")
+    endpoint = str(raw.get("endpoint") or default_endpoint.format(region=region or "cn-shanghai")).rstrip("/")
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+        raise ConfigError(f"{where}: endpoint must look like https://ccc.cn-shanghai.aliyuncs.com, got {endpoint!r}")
+    hosts = raw.get("download_hosts", list(DEFAULT_DOWNLOAD_HOSTS))
+    if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) and h for h in hosts):
+        raise ConfigError(f"{where}: download_hosts must be a list of host names ('.example.com' allows subdomains)")
+    read_timeout = raw.get("read_timeout_seconds", DEFAULT_READ_TIMEOUT)
+    if isinstance(read_timeout, bool) or not isinstance(read_timeout, int | float) or not 1 <= read_timeout <= 120:
+        raise ConfigError(f"{where}: read_timeout_seconds must be a number from 1 to 120")
+    return RpcAccess(
+        endpoint=endpoint,
+        credentials=RpcCredentials(access_key_id=key_id, access_key_secret=secret, security_token=token),
+        region=region,
+        download_hosts=tuple(h.lower() for h in hosts),
+        read_timeout_seconds=float(read_timeout),
+    )

@@ -1,0 +1,234 @@
+"""Alibaba Cloud Call Center (CCC): API 2017-07-05 and 2020-07-01.
+
+Call-ended signals:
+- 2017-07-05 has no server-side webhook: the softphone SDK in the agent's browser sees the
+  call end (its callbacks carry ``contactId``) and the customer's front or back end forwards it
+  to us, authenticated with the source token (and optionally an HMAC signature, see webhook.py).
+  A forwarded event names a contact (every file of the call: ``DownloadAllTypeRecording``) or
+  one file (``DownloadRecording``).
+- 2020-07-01 pushes subscription events; ``RecordingReady`` → ``GetMonoRecording`` and
+  ``DualTrackRecordingReady`` → ``GetMultiChannelRecording``.
+Right after hang-up a recording may not exist yet (``NotExist.Record``): within the source's
+not-ready window that means "try again later", after it the recording is reported missing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from callvault.errors import BadRequest, ConfigError, FetchError, PermanentFailure
+from callvault.models import WHOLE_CALL, FetchJob
+from callvault.providers import InboundRequest, PendingDownload, ProviderRuntime, WebhookReply
+from callvault.providers.alibaba_rpc import AlibabaRpcClient, RpcError, classify, strip_url_quotes
+from callvault.providers.aliyun_access import ACCESS_FIELDS, RpcAccess, parse_rpc_access
+from callvault.signed_download import open_signed_url
+from callvault.sources import Source
+from callvault.timefmt import iso, utc_now
+
+API_2017 = "2017-07-05"
+API_2020 = "2020-07-01"
+DEFAULT_ENDPOINT = "https://ccc.{region}.aliyuncs.com"
+DEFAULT_NOT_READY_WINDOW = 1800
+# 2020-07-01 events and the action that fetches what they announce.
+RECORDING_EVENTS = {"recordingready": "mono", "dualtrackrecordingready": "multichannel"}
+ACTIONS_2020 = {"mono": "GetMonoRecording", "multichannel": "GetMultiChannelRecording"}
+NOT_READY_CODES = frozenset({"NotExist.Record", "NotExists.Recording", "NotExist.Recording"})
+PERMANENT_HINTS = {
+    "NotExist.Instance": "call center instance does not exist: check the source's instance_id",
+    "NotExists.InstanceId": "call center instance does not exist: check the source's instance_id",
+    "OssNotOpen": "the instance does not store recordings in OSS: enable recording storage in the CCC console",
+}
+ACCEPTED = {"code": "OK", "message": "accepted"}
+
+
+@dataclass(frozen=True)
+class CccSettings:
+    """The ``ccc:`` section of a source."""
+
+    api_version: str
+    instance_id: str
+    access: RpcAccess
+    not_ready_window_seconds: int = DEFAULT_NOT_READY_WINDOW
+
+
+def _parse_settings(raw: Mapping[str, Any], *, where: str) -> CccSettings:
+    unknown = sorted(set(raw) - ACCESS_FIELDS - {"api_version", "instance_id", "not_ready_window_seconds"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown fields {', '.join(unknown)}")
+    version = str(raw.get("api_version", API_2017))
+    if version not in (API_2017, API_2020):
+        raise ConfigError(f"{where}: api_version must be {API_2017} or {API_2020}, got {version!r}")
+    instance = raw.get("instance_id")
+    if not isinstance(instance, str) or not instance:
+        raise ConfigError(f"{where}: instance_id is required")
+    window = raw.get("not_ready_window_seconds", DEFAULT_NOT_READY_WINDOW)
+    if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+        raise ConfigError(f"{where}: not_ready_window_seconds must be a whole number of seconds")
+    return CccSettings(
+        api_version=version,
+        instance_id=instance,
+        access=parse_rpc_access(raw, where=where, default_endpoint=DEFAULT_ENDPOINT),
+        not_ready_window_seconds=window,
+    )
+
+
+def _first(event: Mapping[str, Any], *names: str) -> str:
+    for name in names:
+        value = event.get(name)
+        if value not in (None, ""):
+            return str(value).strip()
+    return ""
+
+
+def _event_time(event: Mapping[str, Any], source: Source) -> datetime:
+    """When the call happened: epoch ms / s, or ISO 8601; absent → now (filed under today)."""
+    raw = event.get("callTime", event.get("startTime", event.get("eventTime")))
+    if raw in (None, ""):
+        return utc_now().astimezone(source.timezone)
+    if isinstance(raw, int | float) or (isinstance(raw, str) and raw.strip().isdigit()):
+        number = float(raw)
+        seconds = number / 1000 if number > 10**11 else number  # epoch ms as the SDK gives it
+        return datetime.fromtimestamp(seconds, source.timezone)
+    try:
+        moment = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"event time {raw!r} is neither epoch milliseconds nor ISO 8601") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=source.timezone)).astimezone(source.timezone)
+
+
+class CccProvider:
+    name = "ccc"
+
+    def parse_settings(self, raw: Mapping[str, Any], *, where: str) -> CccSettings:
+        return _parse_settings(raw, where=where)
+
+    def parse_webhook(self, source: Source, request: InboundRequest) -> WebhookReply:
+        try:
+            document = json.loads(request.body.decode("utf-8-sig"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise BadRequest(f"body is not JSON: {exc}") from None
+        events = document if isinstance(document, list) else [document]
+        if not events or not all(isinstance(event, dict) for event in events):
+            raise BadRequest("body must be a JSON object (one event) or a list of them")
+        jobs: list[FetchJob] = []
+        skipped = 0
+        for event in events:
+            job = self._job_from_event(source, event)
+            if job is None:
+                skipped += 1
+            else:
+                jobs.append(job)
+        return WebhookReply(jobs=jobs, body={**ACCEPTED, "jobs": len(jobs)}, skipped=skipped)
+
+    def _job_from_event(self, source: Source, event: Mapping[str, Any]) -> FetchJob | None:
+        settings: CccSettings = source.settings
+        instance = _first(event, "instanceId", "InstanceId", "instance_id")
+        if instance and instance != settings.instance_id:
+            raise BadRequest(f"event is for instance {instance!r}, this source is {settings.instance_id!r}")
+        event_type = _first(event, "eventType", "EventType", "event_type").lower()
+        selector = WHOLE_CALL
+        locator: dict[str, str] = {}
+        if event_type:
+            if event_type not in RECORDING_EVENTS:
+                return None  # CDRReady and the like announce no recording
+            if settings.api_version != API_2020:
+                raise BadRequest(f"{event_type!r} is a 2020-07-01 event, this source speaks {settings.api_version}")
+            kind = RECORDING_EVENTS[event_type]
+            selector, locator["recording"] = f"{WHOLE_CALL}{kind}", kind
+        contact_id = _first(event, "contactId", "ContactId", "contact_id")
+        if not contact_id:
+            raise BadRequest("event has no contactId")
+        file_name = _first(event, "fileName", "FileName", "file_name")
+        if file_name and not event_type:
+            locator["file_name"] = file_name
+        locator["contact_id"] = contact_id
+        call_time = _event_time(event, source)
+        return FetchJob(
+            source_id=source.id,
+            provider=self.name,
+            call_id=contact_id,
+            call_time=iso(call_time),
+            locator=locator,
+            file_name=locator.get("file_name", selector),
+            reported_at=iso(utc_now()),
+            give_up_at=iso(call_time + timedelta(days=source.retention_days)) if source.retention_days else None,
+        )
+
+    def resolve(self, source: Source, job: FetchJob, runtime: ProviderRuntime) -> list[PendingDownload]:
+        settings: CccSettings = source.settings
+        access = settings.access
+        http = runtime.http.session(source.id)
+        client = AlibabaRpcClient(
+            access.endpoint,
+            settings.api_version,
+            access.credentials,
+            http,
+            region_id=access.region,
+            read_timeout=access.read_timeout_seconds,
+        )
+        try:
+            links = self._links(client, settings, job)
+        except RpcError as error:
+            raise self._classified(error, settings, job) from None
+        return [
+            PendingDownload(
+                file_name=file_name,
+                open=partial(
+                    open_signed_url,
+                    http,
+                    url,
+                    allowed_hosts=access.download_hosts,
+                    read_timeout=access.read_timeout_seconds,
+                ),
+            )
+            for file_name, url in links
+        ]
+
+    def _links(self, client: AlibabaRpcClient, settings: CccSettings, job: FetchJob) -> list[tuple[str, str]]:
+        contact_id = job.locator.get("contact_id", job.call_id)
+        if settings.api_version == API_2020:
+            kind = job.locator.get("recording", "mono")
+            reply = client.call(ACTIONS_2020[kind], {"InstanceId": settings.instance_id, "ContactId": contact_id})
+            return [_link(reply.get("Data"), "FileUrl")]
+        if "file_name" in job.locator:
+            reply = client.call(
+                "DownloadRecording", {"InstanceId": settings.instance_id, "FileName": job.locator["file_name"]}
+            )
+            return [_link(reply.get("MediaDownloadParam"), "SignatureUrl")]
+        reply = client.call("DownloadAllTypeRecording", {"InstanceId": settings.instance_id, "ContactId": contact_id})
+        listing = reply.get("MediaDownloadParamList")
+        params = listing.get("MediaDownloadParam") if isinstance(listing, dict) else listing
+        if isinstance(params, dict):
+            params = [params]  # a one-element list may come unwrapped
+        if not isinstance(params, list):
+            raise PermanentFailure("DownloadAllTypeRecording answered without MediaDownloadParamList")
+        return [_link(param, "SignatureUrl") for param in params]
+
+    def _classified(self, error: RpcError, settings: CccSettings, job: FetchJob) -> FetchError:
+        started = datetime.fromisoformat(job.reported_at or job.call_time)
+        within_window = utc_now() - started <= timedelta(seconds=settings.not_ready_window_seconds)
+        if error.code in NOT_READY_CODES and not within_window:
+            minutes = settings.not_ready_window_seconds // 60
+            return PermanentFailure(
+                f"CCC has no recording for this call {minutes} minutes after it was reported ({error.code})"
+            )
+        return classify(error, not_ready=NOT_READY_CODES, permanent_hints=PERMANENT_HINTS)
+
+
+def _link(param: Any, url_field: str) -> tuple[str, str]:
+    """(file name, URL) of one download parameter; the URL may come wrapped in quotes."""
+    if not isinstance(param, dict):
+        raise PermanentFailure(f"CCC answered without a download parameter ({url_field})")
+    url = strip_url_quotes(str(param.get(url_field) or ""))
+    file_name = str(param.get("FileName") or "").strip()
+    if not url or not file_name:
+        raise PermanentFailure(f"CCC download parameter lacks FileName or {url_field}")
+    return file_name, url
+
+
+PROVIDER = CccProvider()

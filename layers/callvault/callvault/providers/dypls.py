@@ -1,0 +1,201 @@
+"""Alibaba number privacy protection (Dyplsapi, API 2017-05-25).
+
+Receipts arrive by HTTP batch push: a JSON array of records, which must be answered HTTP 200
+``{"code":0,"msg":"接收成功"}`` within 700 ms or the platform re-sends after 1, 5 and 10
+minutes. The webhook therefore only parses and enqueues.
+
+- ``SecretRecording`` records (recording ready: pool_key, sub_id / subs_id, call_id, call_time
+  in epoch milliseconds, out_id) become jobs: ``QueryRecordFileDownloadUrl(CallId, CallTime,
+  PoolKey)`` with CallTime as ``yyyy-MM-dd HH:mm:ss`` Beijing time gives a link valid 2 hours.
+- ``SecretReport`` records (call ended) are acknowledged and skipped by default: the recording
+  needs 15–20 minutes after hang-up and announces itself with a SecretRecording receipt. A
+  source whose pool sends no recording receipts sets ``enqueue_call_reports: true``; the job
+  then waits out "not ready" in the retry workflow.
+Recordings can be fetched for a limited time after the call (30 days by default, the seed's
+older doc says 14): past ``retention_days`` a job fails explicitly instead of retrying.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from callvault.errors import BadRequest, ConfigError, PermanentFailure
+from callvault.models import WHOLE_CALL, FetchJob
+from callvault.observability import logger
+from callvault.providers import InboundRequest, PendingDownload, ProviderRuntime, WebhookReply
+from callvault.providers.alibaba_rpc import AlibabaRpcClient, RpcError, classify, strip_url_quotes
+from callvault.providers.aliyun_access import ACCESS_FIELDS, RpcAccess, parse_rpc_access
+from callvault.signed_download import open_signed_url
+from callvault.sources import Source
+from callvault.timefmt import format_wall_clock, iso, parse_wall_clock, utc_now
+
+API_VERSION = "2017-05-25"
+DEFAULT_ENDPOINT = "https://dyplsapi.aliyuncs.com"
+DEFAULT_RETENTION_DAYS = 30
+BEIJING = ZoneInfo("Asia/Shanghai")
+RECEIVED = {"code": 0, "msg": "接收成功"}
+# Fields only a call-ended report (SecretReport) carries; a recording receipt has none of them.
+REPORT_FIELDS = frozenset({"release_time", "release_dir", "release_cause", "start_time", "phone_no", "secret_no"})
+NOT_READY_CODES = frozenset({"isv.RECORD_NOT_EXIST", "isv.RECORD_FILE_NOT_EXIST", "isv.NO_RECORD_FILE"})
+PERMANENT_HINTS = {
+    "isv.POOLKEY_NOT_EXISTS": "the pool key does not exist: check the source's pool_key",
+    "isv.OUT_OF_SERVICE": "the account is out of service (overdue payment?)",
+}
+
+
+@dataclass(frozen=True)
+class DyplsSettings:
+    """The ``dypls:`` section of a source."""
+
+    access: RpcAccess
+    pool_key: str | None = None
+    enqueue_call_reports: bool = False
+
+
+def _parse_settings(raw: Mapping[str, Any], *, where: str) -> DyplsSettings:
+    unknown = sorted(set(raw) - ACCESS_FIELDS - {"pool_key", "enqueue_call_reports"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown fields {', '.join(unknown)}")
+    pool_key = raw.get("pool_key")
+    if pool_key is not None and (not isinstance(pool_key, str) or not pool_key):
+        raise ConfigError(f"{where}: pool_key must be the pool's key, e.g. FC123456")
+    enqueue = raw.get("enqueue_call_reports", False)
+    if not isinstance(enqueue, bool):
+        raise ConfigError(f"{where}: enqueue_call_reports must be true or false")
+    return DyplsSettings(
+        access=parse_rpc_access(raw, where=where, default_endpoint=DEFAULT_ENDPOINT),
+        pool_key=pool_key,
+        enqueue_call_reports=enqueue,
+    )
+
+
+def _text(record: Mapping[str, Any], *names: str) -> str:
+    for name in names:
+        value = record.get(name)
+        if value not in (None, ""):
+            return str(value).strip()
+    return ""
+
+
+def _call_time(raw: Any) -> datetime:
+    """Recording receipts give epoch milliseconds, call reports Beijing wall-clock text."""
+    if isinstance(raw, bool):
+        raise ValueError(f"call_time {raw!r} is not a time")
+    if isinstance(raw, int | float) or (isinstance(raw, str) and raw.strip().isdigit()):
+        return datetime.fromtimestamp(float(raw) / 1000, BEIJING)
+    return parse_wall_clock(str(raw), BEIJING)
+
+
+class DyplsProvider:
+    name = "dypls"
+
+    def parse_settings(self, raw: Mapping[str, Any], *, where: str) -> DyplsSettings:
+        return _parse_settings(raw, where=where)
+
+    def parse_webhook(self, source: Source, request: InboundRequest) -> WebhookReply:
+        try:
+            document = json.loads(request.body.decode("utf-8-sig"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise BadRequest(f"body is not JSON: {exc}") from None
+        records = document if isinstance(document, list) else [document]
+        if not records or not all(isinstance(record, dict) for record in records):
+            raise BadRequest("body must be a JSON array of receipt records")
+        jobs: list[FetchJob] = []
+        skipped = 0
+        problems: list[str] = []
+        for index, record in enumerate(records):
+            try:
+                job = self._job_from_record(source, record)
+            except BadRequest as exc:
+                # One unusable record must not make the platform re-send (and us re-reject)
+                # the whole batch: the good ones are enqueued, the bad one is logged.
+                problems.append(f"record {index}: {exc.message}")
+                continue
+            if job is None:
+                skipped += 1
+            else:
+                jobs.append(job)
+        if problems and not jobs and not skipped:
+            raise BadRequest("; ".join(problems))
+        if problems:
+            logger.error("Dypls receipt records rejected", extra={"source_id": source.id, "problems": problems})
+        return WebhookReply(jobs=jobs, body=dict(RECEIVED), skipped=skipped + len(problems))
+
+    def _job_from_record(self, source: Source, record: Mapping[str, Any]) -> FetchJob | None:
+        settings: DyplsSettings = source.settings
+        is_report = bool(REPORT_FIELDS & set(record))
+        if is_report and not settings.enqueue_call_reports:
+            return None  # the recording announces itself with its own receipt
+        call_id = _text(record, "call_id")
+        if not call_id:
+            raise BadRequest("record has no call_id")
+        pool_key = _text(record, "pool_key") or settings.pool_key or ""
+        if not pool_key:
+            raise BadRequest("record has no pool_key and the source configures none")
+        if settings.pool_key and pool_key != settings.pool_key:
+            raise BadRequest(f"record is for pool {pool_key!r}, this source is {settings.pool_key!r}")
+        try:
+            called_at = _call_time(record.get("call_time"))
+        except ValueError as exc:
+            raise BadRequest(f"call_time: {exc}") from None
+        retention = source.retention_days or DEFAULT_RETENTION_DAYS
+        details = {key: _text(record, key) for key in ("sub_id", "subs_id", "out_id") if _text(record, key)}
+        return FetchJob(
+            source_id=source.id,
+            provider=self.name,
+            call_id=call_id,
+            call_time=iso(called_at.astimezone(source.timezone)),
+            locator={"call_id": call_id, "call_time": format_wall_clock(called_at, BEIJING), "pool_key": pool_key},
+            file_name=WHOLE_CALL,
+            reported_at=iso(utc_now()),
+            give_up_at=iso(called_at + timedelta(days=retention)),
+            details=details,
+        )
+
+    def resolve(self, source: Source, job: FetchJob, runtime: ProviderRuntime) -> list[PendingDownload]:
+        settings: DyplsSettings = source.settings
+        access = settings.access
+        http = runtime.http.session(source.id)
+        client = AlibabaRpcClient(
+            access.endpoint,
+            API_VERSION,
+            access.credentials,
+            http,
+            region_id=access.region,
+            read_timeout=access.read_timeout_seconds,
+        )
+        params = {
+            "CallId": job.locator["call_id"],
+            "CallTime": job.locator["call_time"],
+            "PoolKey": job.locator["pool_key"],
+        }
+        try:
+            reply = client.call("QueryRecordFileDownloadUrl", params)
+        except RpcError as error:
+            raise classify(error, not_ready=NOT_READY_CODES, permanent_hints=PERMANENT_HINTS) from None
+        url = strip_url_quotes(str(reply.get("DownloadUrl") or ""))
+        if not url:
+            raise PermanentFailure("QueryRecordFileDownloadUrl answered without DownloadUrl")
+        file_name = urlsplit(url).path.rsplit("/", 1)[-1] or f"{job.call_id}.mp3"
+        return [
+            PendingDownload(
+                file_name=file_name,
+                open=partial(
+                    open_signed_url,
+                    http,
+                    url,
+                    allowed_hosts=access.download_hosts,
+                    read_timeout=access.read_timeout_seconds,
+                ),
+            )
+        ]
+
+
+PROVIDER = DyplsProvider()

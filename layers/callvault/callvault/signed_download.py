@@ -1,0 +1,59 @@
+"""Downloading a provider-signed object-storage URL (Alibaba OSS links from CCC and Dypls).
+
+The link is a bearer credential: it is checked against the source's allowed hosts (SSRF
+guard), never logged whole, and opened only right before streaming. OSS answers an expired
+link with HTTP 403 and an XML error whose Code is AccessDenied ("Request has expired").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import requests
+
+from callvault.errors import RetryKind, RetryLater
+from callvault.http import CONNECT_TIMEOUT, ResponseStream, check_download_host, redact_url, unreachable
+
+MAX_ERROR_BODY = 16 * 1024
+XML_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
+
+
+@contextmanager
+def open_signed_url(
+    http: requests.Session, url: str, *, allowed_hosts: tuple[str, ...], read_timeout: float
+) -> Iterator[ResponseStream]:
+    """Open ``url`` for streaming; failures become retryable errors with a readable reason."""
+    check_download_host(url, allowed_hosts)
+    where = redact_url(url)
+    try:
+        response = http.get(url, stream=True, timeout=(CONNECT_TIMEOUT, read_timeout))
+    except requests.RequestException as exc:
+        raise unreachable(f"download from {where}", exc) from None
+    if response.status_code != 200:
+        status = response.status_code
+        try:
+            code = _error_code(response.raw.read(MAX_ERROR_BODY, decode_content=True))
+        finally:
+            response.close()
+        raise _failure(status, code, where)
+    with ResponseStream(response) as stream:
+        yield stream
+
+
+def _error_code(body: bytes) -> str:
+    match = XML_CODE.search(body)
+    return match.group(1).decode("utf-8", "replace") if match else ""
+
+
+def _failure(status: int, code: str, where: str) -> RetryLater:
+    detail = f"HTTP {status}{f' {code}' if code else ''} from {where}"
+    if status == 403:
+        # Expired (AccessDenied) or otherwise refused: the next attempt asks for a fresh link.
+        return RetryLater(RetryKind.LINK_EXPIRED, f"download link refused: {detail}")
+    if status == 404:
+        return RetryLater(RetryKind.NOT_READY, f"recording file not in storage yet: {detail}")
+    if status == 429:
+        return RetryLater(RetryKind.THROTTLED, f"download throttled: {detail}")
+    return RetryLater(RetryKind.PROVIDER_UNAVAILABLE, f"download failed: {detail}")
