@@ -1,0 +1,686 @@
+"""Tests for the Alibaba Cloud simulators (CCC, Dyplsapi, OSS file server), over real HTTP.
+
+Requests are signed with the vendor's own signer from ``aliyun-python-sdk-core`` (an oracle
+independent of both the simulator and the project's client), with its Timestamp pinned to the
+simulator's clock so ``advance_time`` does not make requests stale.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from unittest import mock
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import pytest
+import requests
+from aliyunsdkcore.auth.composer import rpc_signature_composer
+from aliyunsdkcore.utils import parameter_helper
+
+from local.simulators.aliyun import (
+    AccessKey,
+    CccSimulator,
+    DyplsSimulator,
+    compute_signature,
+    iso_utc,
+)
+from local.simulators.ccc import CccCall
+from local.simulators.dypls import DyplsCall
+from local.simulators.wav import wav_info
+
+KEY_ID = "LTAI5tUnitTestKey0000001"
+SECRET = "unit-test-secret"
+CREDS = {KEY_ID: SECRET}
+V2017, V2020, VDYPLS = "2017-07-05", "2020-07-01", "2017-05-25"
+DAY = 86400.0
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def sdk_signed_query(
+    method: str,
+    params: dict[str, str],
+    *,
+    timestamp: str,
+    key_id: str = KEY_ID,
+    secret: str = SECRET,
+    fmt: str = "JSON",
+    body: dict[str, str] | None = None,
+) -> str:
+    """``/?...`` signed by the vendor SDK, with the Timestamp we choose."""
+    with mock.patch.object(parameter_helper, "get_iso_8061_date", return_value=timestamp):
+        url, _ = rpc_signature_composer.get_signed_url(dict(params), key_id, secret, fmt, method, body or {})
+    return str(url)
+
+
+def rpc(
+    sim: CccSimulator | DyplsSimulator,
+    action: str,
+    version: str,
+    *,
+    method: str = "GET",
+    fmt: str = "JSON",
+    skew_s: float = 0.0,
+    key_id: str = KEY_ID,
+    secret: str = SECRET,
+    **params: Any,
+) -> requests.Response:
+    """Call ``action``: GET with everything in the query, or POST with business params in the form body."""
+    common = {"Action": action, "Version": version}
+    stamp = iso_utc(sim.now() + skew_s)
+    if method == "GET":
+        path = sdk_signed_query("GET", {**common, **params}, timestamp=stamp, key_id=key_id, secret=secret, fmt=fmt)
+        return requests.get(sim.base_url + path, timeout=10)
+    path = sdk_signed_query("POST", common, timestamp=stamp, key_id=key_id, secret=secret, fmt=fmt, body=params)
+    return requests.post(sim.base_url + path, data=params, timeout=10)
+
+
+def with_query(url: str, **changes: str) -> str:
+    """``url`` with some query parameters replaced (after signing: tampering)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    query.update(changes)
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def unquote_url(wrapped: str) -> str:
+    """What a client does with the documented quote-wrapped ``SignatureUrl``."""
+    return wrapped.strip("\"“”' ")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def xml_error(resp: requests.Response) -> dict[str, str]:
+    root = ET.fromstring(resp.content)  # noqa: S314 - the reply of our own loopback simulator
+    assert root.tag == "Error"
+    return {child.tag: child.text or "" for child in root}
+
+
+@pytest.fixture
+def ccc() -> Iterator[CccSimulator]:
+    with CccSimulator(instance_id="ccc-unit", credentials=CREDS, not_ready_seconds=0) as sim:
+        yield sim
+
+
+@pytest.fixture
+def dypls() -> Iterator[DyplsSimulator]:
+    with DyplsSimulator(credentials=CREDS, pool_keys={"FC123456"}, not_ready_seconds=0) as sim:
+        yield sim
+
+
+def all_files(ccc: CccSimulator, call: CccCall) -> requests.Response:
+    return rpc(ccc, "DownloadAllTypeRecording", V2017, ContactId=call.contact_id, InstanceId=ccc.instance_id)
+
+
+def query_dypls(sim: DyplsSimulator, call: DyplsCall, **overrides: str) -> dict[str, Any]:
+    params: dict[str, Any] = {"CallId": call.call_id, "CallTime": call.call_time_text, "PoolKey": call.pool_key}
+    params.update(overrides)
+    resp = rpc(sim, "QueryRecordFileDownloadUrl", VDYPLS, **params)
+    assert resp.status_code == 200, resp.text  # Dyplsapi's business errors come with HTTP 200
+    body: dict[str, Any] = resp.json()
+    return body
+
+
+class Receiver:
+    """A local HTTP endpoint answering scripted ``(status, body, delay_s)`` replies, then 200 OK."""
+
+    def __init__(self, script: list[tuple[int, bytes, float]] | None = None) -> None:
+        self.script = list(script or [])
+        self.bodies: list[Any] = []
+        self.headers: list[dict[str, str]] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def do_POST(self) -> None:
+                data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                owner.bodies.append(json.loads(data.decode("utf-8")))
+                owner.headers.append(dict(self.headers))
+                status, body, delay = owner.script.pop(0) if owner.script else (200, b'{"code":0,"msg":"ok"}', 0.0)
+                time.sleep(delay)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/receipts?token=t0k"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+# --------------------------------------------------------------------------- signature gateway
+
+
+def test_signature_matches_documented_vector() -> None:
+    params = {
+        "AccessKeyId": "testid",
+        "Action": "DescribeRegions",
+        "Format": "XML",
+        "SignatureMethod": "HMAC-SHA1",
+        "SignatureNonce": "3ee8c1b8-83d3-44af-a94f-4e0ad82fd6cf",
+        "SignatureVersion": "1.0",
+        "Timestamp": "2016-02-23T12:46:24Z",
+        "Version": "2014-05-26",
+    }
+    assert compute_signature("GET", params, "testsecret") == "OLeaidS1JvxuMvnyHOwuJ+uX5qY="
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_sdk_signed_request_is_accepted_with_awkward_values(ccc: CccSimulator, method: str) -> None:
+    # Spaces, '*', '~', '+', '/' and Chinese are where home-made percent-encoders go wrong.
+    odd = "录音 a*b~c+d/e=f&g.wav"
+    resp = rpc(ccc, "DownloadRecording", V2017, method=method, InstanceId=ccc.instance_id, FileName=odd)
+    assert resp.status_code == 404, resp.text  # past the gateway: the product looked the file up
+    assert resp.json()["Code"] == "NotExist.Record"
+    assert odd in resp.json()["Message"]
+
+
+def test_xml_is_the_default_format_and_json_on_request(ccc: CccSimulator) -> None:
+    call = ccc.place_call(duration_s=2)
+    stamp = iso_utc(ccc.now())
+    params = {"Action": "DownloadAllTypeRecording", "Version": V2017, "ContactId": call.contact_id}
+    params["InstanceId"] = ccc.instance_id
+    path = sdk_signed_query("GET", params, timestamp=stamp, fmt=None)  # type: ignore[arg-type]
+    resp = requests.get(ccc.base_url + path, timeout=5)
+    assert resp.status_code == 200
+    assert resp.headers["Content-Type"].startswith("text/xml")
+    root = ET.fromstring(resp.content)  # noqa: S314 - the reply of our own loopback simulator
+    assert root.tag == "DownloadAllTypeRecordingResponse"
+    names = [e.findtext("FileName") for e in root.iter("MediaDownloadParam")]
+    assert names == list(call.file_names)
+
+
+def test_tampered_request_is_rejected_with_the_servers_string_to_sign(ccc: CccSimulator) -> None:
+    call = ccc.place_call(duration_s=2)
+    params = {"Action": "DownloadAllTypeRecording", "Version": V2017}
+    params |= {"ContactId": call.contact_id, "InstanceId": ccc.instance_id}
+    path = sdk_signed_query("GET", params, timestamp=iso_utc(ccc.now()))
+    resp = requests.get(with_query(ccc.base_url + path, ContactId="someone-else"), timeout=5)
+    assert resp.status_code == 400
+    body = resp.json()
+    assert body["Code"] == "SignatureDoesNotMatch"
+    assert body["Message"].startswith(
+        "Specified signature is not matched with our calculation. server string to sign is:GET&%2F&"
+    )
+    assert "someone-else" in body["Message"]
+    assert set(body) >= {"RequestId", "HostId", "Code", "Message", "Recommend"}
+
+    wrong_secret = all_files_with(ccc, call, secret="not-the-secret")
+    assert (wrong_secret.status_code, wrong_secret.json()["Code"]) == (400, "SignatureDoesNotMatch")
+    # A GET-signed query sent as POST is a different string to sign.
+    assert requests.post(ccc.base_url + path, timeout=5).json()["Code"] in ("SignatureDoesNotMatch",)
+
+
+def all_files_with(ccc: CccSimulator, call: CccCall, **kwargs: Any) -> requests.Response:
+    return rpc(ccc, "DownloadAllTypeRecording", V2017, ContactId=call.contact_id, InstanceId=ccc.instance_id, **kwargs)
+
+
+def test_reused_nonce_is_rejected_even_after_a_fault(ccc: CccSimulator) -> None:
+    call = ccc.place_call(duration_s=2)
+    params = {"Action": "DownloadAllTypeRecording", "Version": V2017}
+    params |= {"ContactId": call.contact_id, "InstanceId": ccc.instance_id}
+    path = sdk_signed_query("GET", params, timestamp=iso_utc(ccc.now()))
+    ccc.set_fault("error_5xx", status=503)
+    first = requests.get(ccc.base_url + path, timeout=5)
+    assert (first.status_code, first.json()["Code"]) == (503, "ServiceUnavailable")
+    again = requests.get(ccc.base_url + path, timeout=5)  # a lazy retry re-sends the same signed URL
+    assert (again.status_code, again.json()["Code"]) == (400, "SignatureNonceUsed")
+    assert all_files(ccc, call).status_code == 200  # a fresh signature (fresh nonce) works
+
+
+def test_stale_or_malformed_timestamp_is_rejected(ccc: CccSimulator) -> None:
+    call = ccc.place_call(duration_s=2)
+    for skew in (-16 * 60, 16 * 60):
+        resp = all_files_with(ccc, call, skew_s=skew)
+        assert (resp.status_code, resp.json()["Code"]) == (400, "InvalidTimeStamp.Expired")
+    assert all_files_with(ccc, call, skew_s=-14 * 60).status_code == 200
+
+    # Signed a while ago, sent after the simulator's clock moved on.
+    params = {"Action": "DownloadAllTypeRecording", "Version": V2017}
+    params |= {"ContactId": call.contact_id, "InstanceId": ccc.instance_id}
+    path = sdk_signed_query("GET", params, timestamp=iso_utc(ccc.now()))
+    ccc.advance_time(901)
+    assert requests.get(ccc.base_url + path, timeout=5).json()["Code"] == "InvalidTimeStamp.Expired"
+
+    path = sdk_signed_query("GET", params, timestamp=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"))
+    resp = requests.get(ccc.base_url + path, timeout=5)
+    assert (resp.status_code, resp.json()["Code"]) == (400, "InvalidTimeStamp.Format")
+
+
+def test_wall_clock_timestamps_can_be_checked_against_the_wall_clock() -> None:
+    with CccSimulator(credentials=CREDS, not_ready_seconds=0, timestamp_clock=time.time) as sim:
+        call = sim.place_call(duration_s=2)
+        sim.advance_time(2 * DAY)  # fast-forward the recordings, not the clients' clocks
+        assert all_files_with(sim, call, skew_s=-2 * DAY).status_code == 200
+
+
+def hand_signed(sim: CccSimulator, params: dict[str, str], secret: str = SECRET) -> requests.Response:
+    """A request built without the SDK, to send what the SDK never would."""
+    signed = dict(params)
+    signed["Signature"] = compute_signature("GET", params, secret)
+    return requests.get(f"{sim.base_url}/?{urlencode(signed)}", timeout=5)
+
+
+def common(sim: CccSimulator, **overrides: str) -> dict[str, str]:
+    params = {
+        "Action": "DownloadAllTypeRecording",
+        "Version": V2017,
+        "Format": "JSON",
+        "AccessKeyId": KEY_ID,
+        "SignatureMethod": "HMAC-SHA1",
+        "SignatureVersion": "1.0",
+        "SignatureNonce": f"nonce-{time.perf_counter_ns()}",
+        "Timestamp": iso_utc(sim.now()),
+        "ContactId": "1",
+        "InstanceId": sim.instance_id,
+    }
+    params.update(overrides)
+    return {k: v for k, v in params.items() if v != "<drop>"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "status", "code"),
+    [
+        ({"AccessKeyId": "LTAI-unknown"}, 404, "InvalidAccessKeyId.NotFound"),
+        ({"SignatureNonce": "<drop>"}, 400, "MissingSignatureNonce"),
+        ({"Timestamp": "<drop>"}, 400, "MissingTimestamp"),
+        ({"SignatureVersion": "<drop>"}, 400, "MissingSignatureVersion"),
+        ({"SignatureMethod": "HMAC-SHA256"}, 400, "InvalidSignatureMethod"),
+        ({"Version": "2019-01-01"}, 400, "InvalidVersion"),
+        ({"Action": "DownloadEverything"}, 404, "InvalidAction.NotFound"),
+        ({"Action": "GetMonoRecording"}, 404, "InvalidAction.NotFound"),  # exists in 2020-07-01 only
+        ({"Format": "YAML"}, 400, "InvalidParameter.Format"),
+        ({"ContactId": "<drop>"}, 400, "MissingContactId"),
+    ],
+)
+def test_gateway_rejections(ccc: CccSimulator, overrides: dict[str, str], status: int, code: str) -> None:
+    resp = hand_signed(ccc, common(ccc, **overrides))
+    assert (resp.status_code, resp.json()["Code"]) == (status, code), resp.text
+    assert ccc.counters[f"error:{code}"] >= 1
+
+
+def test_sts_credentials_need_their_security_token() -> None:
+    creds = {"STS.NUnitTest": AccessKey("sts-secret", security_token="token-abc")}
+    with CccSimulator(credentials=creds, not_ready_seconds=0) as sim:
+        call = sim.place_call(duration_s=2)
+
+        def send(**extra: str) -> requests.Response:
+            return all_files_with(sim, call, key_id="STS.NUnitTest", secret="sts-secret", **extra)
+
+        assert send().json()["Code"] == "MissingSecurityToken"
+        assert send(SecurityToken="token-xyz").json()["Code"] == "InvalidSecurityToken.MismatchWithAccessKey"
+        assert send(SecurityToken="token-abc").status_code == 200
+        sim.expire_security_token("STS.NUnitTest")
+        assert send(SecurityToken="token-abc").json()["Code"] == "InvalidSecurityToken.Expired"
+        assert all(("SecurityToken", "token-abc") not in e.params for e in sim.request_log)
+
+
+# --------------------------------------------------------------------------- CCC 2017-07-05
+
+
+def test_transferred_call_lists_every_file_with_quoted_urls_that_download_exact_bytes(ccc: CccSimulator) -> None:
+    call = ccc.place_call(transferred_legs=1, duration_s=6)
+    assert len(call.files) == 3  # one dual-track .mkv + one merged .wav per leg
+    resp = all_files(ccc, call)
+    assert resp.status_code == 200
+    body = resp.json()
+    assert (body["Code"], body["Success"], body["HttpStatusCode"]) == ("OK", True, 200)
+    params = body["MediaDownloadParamList"]["MediaDownloadParam"]
+    assert [p["FileName"] for p in params] == list(call.file_names)
+    assert params[0]["FileName"].endswith(".mkv") and all(p["FileName"].endswith(".wav") for p in params[1:])
+    for p, f in zip(params, call.files, strict=True):
+        assert p["SignatureUrl"].startswith('""http://') and p["SignatureUrl"].endswith('""')
+        url = unquote_url(p["SignatureUrl"])
+        assert {"Expires", "OSSAccessKeyId", "Signature"} <= dict(parse_qsl(urlsplit(url).query)).keys()
+        got = requests.get(url, timeout=10)
+        assert got.status_code == 200
+        assert sha256(got.content) == f.sha256 == sha256(ccc.file_bytes(f))
+        assert int(got.headers["Content-Length"]) == f.size
+        assert got.headers["ETag"].startswith('"')
+        if f.kind == "dual_track":
+            assert got.headers["Content-Type"] == "video/x-matroska"
+            assert got.content[:4] == bytes.fromhex("1A45DFA3")  # EBML magic
+        else:
+            assert got.headers["Content-Type"] == "audio/x-wav"
+            assert wav_info(got.content)[3] == pytest.approx(3.0)  # 6 s over two legs
+
+
+def test_signature_url_expires_after_an_hour(ccc: CccSimulator) -> None:
+    call = ccc.place_call(duration_s=2)
+    url = unquote_url(all_files(ccc, call).json()["MediaDownloadParamList"]["MediaDownloadParam"][1]["SignatureUrl"])
+    ccc.advance_time(3599)
+    assert requests.get(url, timeout=5).status_code == 200
+    ccc.advance_time(2)
+    resp = requests.get(url, timeout=5)
+    assert resp.status_code == 403
+    assert resp.headers["Content-Type"] == "application/xml"
+    err = xml_error(resp)
+    assert (err["Code"], err["Message"]) == ("AccessDenied", "Request has expired.")
+    assert {"RequestId", "HostId", "Expires", "ServerTime"} <= err.keys()
+    assert ccc.oss.counters["expired"] == 1
+
+
+def test_recording_is_not_exist_until_ready(ccc: CccSimulator) -> None:
+    call = ccc.place_call(transferred_legs=2, duration_s=3, ready_after_s=120)
+    for resp in (
+        all_files(ccc, call),
+        rpc(ccc, "DownloadRecording", V2017, InstanceId=ccc.instance_id, FileName=call.files[1].file_name),
+    ):
+        assert (resp.status_code, resp.json()["Code"]) == (404, "NotExist.Record")
+    listed = rpc(ccc, "ListRecordingsByContactId", V2017, ContactId=call.contact_id, InstanceId=ccc.instance_id)
+    assert listed.json()["Recordings"]["Recording"] == []
+    ccc.advance_time(121)
+    assert len(all_files(ccc, call).json()["MediaDownloadParamList"]["MediaDownloadParam"]) == 4
+    one = rpc(ccc, "DownloadRecording", V2017, InstanceId=ccc.instance_id, FileName=call.files[2].file_name)
+    param = one.json()["MediaDownloadParam"]
+    assert param["FileName"] == call.files[2].file_name
+    assert sha256(requests.get(unquote_url(param["SignatureUrl"]), timeout=5).content) == call.files[2].sha256
+    listed = rpc(ccc, "ListRecordingsByContactId", V2017, ContactId=call.contact_id, InstanceId=ccc.instance_id)
+    assert [r["FileName"] for r in listed.json()["Recordings"]["Recording"]] == list(call.file_names[1:])
+
+
+def test_other_instance_and_oss_not_open() -> None:
+    with CccSimulator(instance_id="inst-a", credentials=CREDS, not_ready_seconds=0, oss_open=False) as sim:
+        call = sim.place_call(duration_s=2)
+        other = rpc(sim, "DownloadAllTypeRecording", V2017, ContactId=call.contact_id, InstanceId="inst-b")
+        assert (other.status_code, other.json()["Code"]) == (404, "NotExist.Instance")
+        closed = all_files(sim, call)
+        assert (closed.status_code, closed.json()["Code"]) == (404, "OssNotOpen")
+
+
+@pytest.mark.parametrize(("style", "left"), [("typographic", "“”http"), ("ascii_single", '"http'), ("none", "http")])
+def test_quote_styles(style: str, left: str) -> None:
+    with CccSimulator(credentials=CREDS, not_ready_seconds=0, quote_style=style) as sim:
+        call = sim.place_call(duration_s=2)
+        wrapped = all_files(sim, call).json()["MediaDownloadParamList"]["MediaDownloadParam"][0]["SignatureUrl"]
+        assert wrapped.startswith(left)
+        assert requests.get(unquote_url(wrapped), timeout=5).status_code == 200
+
+
+def test_ccc_gateway_faults(ccc: CccSimulator) -> None:
+    call = ccc.place_call(duration_s=2)
+    ccc.set_fault("throttle")
+    resp = all_files(ccc, call)
+    assert (resp.status_code, resp.json()["Code"]) == (400, "Throttling.User")
+    ccc.set_fault("throttle", status=503)
+    assert (all_files(ccc, call).status_code, all_files(ccc, call).status_code) == (503, 200)
+    ccc.set_fault("error_5xx", status=502, action="DownloadAllTypeRecording")
+    page = all_files(ccc, call)
+    assert page.status_code == 502 and page.headers["Content-Type"] == "text/html"
+    ccc.set_fault("expire_url")
+    params = all_files(ccc, call).json()["MediaDownloadParamList"]["MediaDownloadParam"]
+    first, second = (requests.get(unquote_url(p["SignatureUrl"]), timeout=5) for p in params)
+    assert first.status_code == 403 and xml_error(first)["Message"] == "Request has expired."
+    assert second.status_code == 200  # only the next URL issued was already expired
+    counters = ccc.counters
+    assert counters["fault:throttle"] == 2 and counters["fault:error_5xx"] == 1 and counters["fault:expire_url"] == 1
+    assert counters["action:DownloadAllTypeRecording"] == 5
+    assert ccc.faults_pending() == {}
+
+
+# --------------------------------------------------------------------------- OSS file server
+
+
+def test_oss_rejects_bad_signatures_unknown_keys_and_head_with_a_get_url(ccc: CccSimulator) -> None:
+    call = ccc.place_call(duration_s=2)
+    url = unquote_url(all_files(ccc, call).json()["MediaDownloadParamList"]["MediaDownloadParam"][1]["SignatureUrl"])
+    bad = requests.get(with_query(url, Signature="AAAAAAAAAAAAAAAAAAAAAAAAAAA="), timeout=5)
+    assert (bad.status_code, xml_error(bad)["Code"]) == (403, "SignatureDoesNotMatch")
+    missing = requests.get(url.replace(call.files[1].file_name, "nope.wav"), timeout=5)
+    assert (missing.status_code, xml_error(missing)["Code"]) == (403, "SignatureDoesNotMatch")  # key is signed
+    unsigned = requests.get(url.split("?")[0], timeout=5)
+    assert (unsigned.status_code, xml_error(unsigned)["Code"]) == (403, "AccessDenied")
+    assert requests.head(url, timeout=5).status_code == 403  # the verb is part of the signature
+    f = call.files[1]
+    gone = ccc.oss.presign(f.bucket, f.key + ".bak", 60)
+    resp = requests.get(gone, timeout=5)
+    assert (resp.status_code, xml_error(resp)["Code"]) == (404, "NoSuchKey")
+    part = requests.get(url, headers={"Range": "bytes=100-199"}, timeout=5)
+    assert part.status_code == 206 and part.content == ccc.file_bytes(f)[100:200]
+    assert part.headers["Content-Range"] == f"bytes 100-199/{f.size}"
+    signature = dict(parse_qsl(urlsplit(url).query))["Signature"]
+    assert ccc.oss.request_log and all(signature not in repr(e) for e in ccc.oss.request_log)
+
+
+def test_oss_faults_truncate_5xx_and_slow(ccc: CccSimulator) -> None:
+    call = ccc.place_call(duration_s=4)
+    f = call.files[1]
+    url = ccc.oss.presign(f.bucket, f.key, 600)
+    ccc.oss.set_fault("truncate", fraction=0.25)
+    with pytest.raises(requests.exceptions.RequestException):
+        requests.get(url, timeout=5).raise_for_status()
+    ccc.oss.set_fault("error_5xx", status=503, key_suffix=".wav")
+    resp = requests.get(url, timeout=5)
+    assert (resp.status_code, xml_error(resp)["Code"]) == (503, "ServiceUnavailable")
+    ccc.oss.set_fault("slow", seconds=0.3)
+    t0 = time.monotonic()
+    assert sha256(requests.get(url, timeout=5).content) == f.sha256
+    assert time.monotonic() - t0 >= 0.3
+    counters = ccc.oss.counters
+    assert counters["downloads_truncated"] == 1 and counters["fault:error_5xx"] == 1 and counters["downloads_ok"] == 1
+
+
+# --------------------------------------------------------------------------- CCC 2020-07-01
+
+
+def test_get_mono_and_multi_channel_recording(ccc: CccSimulator) -> None:
+    call = ccc.place_call(transferred_legs=1, duration_s=5, contact_id="job-6538214103689000", ready_after_s=30)
+    early = rpc(ccc, "GetMonoRecording", V2020, InstanceId=ccc.instance_id, ContactId=call.contact_id)
+    assert (early.status_code, early.json()["Code"]) == (404, "NotExists.Recording")
+    ccc.advance_time(31)
+
+    mono = rpc(ccc, "GetMonoRecording", V2020, method="POST", InstanceId=ccc.instance_id, ContactId=call.contact_id)
+    body = mono.json()
+    assert (body["Code"], body["HttpStatusCode"], body["Message"]) == ("OK", 200, "无")
+    assert body["Data"]["FileName"] == "job-6538214103689000.wav"
+    assert body["Data"]["Duration"] == 5000
+    got = requests.get(body["Data"]["FileUrl"], timeout=5)
+    assert sha256(got.content) == call.mono.sha256 and wav_info(got.content)[1] == 1
+
+    multi = rpc(ccc, "GetMultiChannelRecording", V2020, InstanceId=ccc.instance_id, ContactId=call.contact_id)
+    data = multi.json()["Data"]
+    assert data["FileName"].endswith(".mkv") and "Duration" not in data
+    assert sha256(requests.get(data["FileUrl"], timeout=5).content) == call.multi_channel.sha256
+
+    ccc.advance_time(DAY - 1)
+    assert requests.get(data["FileUrl"], timeout=5).status_code == 200  # valid one day
+    ccc.advance_time(2)
+    assert requests.get(data["FileUrl"], timeout=5).status_code == 403
+
+    short = rpc(
+        ccc, "GetMonoRecording", V2020, InstanceId=ccc.instance_id, ContactId=call.contact_id, ExpireSeconds="300"
+    )
+    url = short.json()["Data"]["FileUrl"]
+    ccc.advance_time(301)
+    assert requests.get(url, timeout=5).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "code"),
+    [
+        ({"InstanceId": "ccc-unit"}, 400, "MissingContactId"),
+        ({"InstanceId": "ccc-unit", "ContactId": " "}, 400, "Parameter.Blank"),
+        ({"InstanceId": "other", "ContactId": "job-1"}, 404, "NotExists.InstanceId"),
+        ({"InstanceId": "ccc-unit", "ContactId": "job-1", "ExpireSeconds": "0"}, 400, "Parameter.Minimum"),
+    ],
+)
+def test_v2_errors(ccc: CccSimulator, params: dict[str, Any], status: int, code: str) -> None:
+    resp = rpc(ccc, "GetMonoRecording", V2020, **params)
+    assert (resp.status_code, resp.json()["Code"]) == (status, code)
+
+
+def test_v2_not_ready_can_answer_ok_without_data() -> None:
+    with CccSimulator(credentials=CREDS, not_ready_seconds=60, not_ready_style="empty") as sim:
+        call = sim.place_call(duration_s=2)
+        body = rpc(sim, "GetMultiChannelRecording", V2020, InstanceId=sim.instance_id, ContactId=call.contact_id)
+        assert body.status_code == 200 and body.json()["Code"] == "OK" and body.json()["Data"] is None
+
+
+def test_events_are_posted_like_the_subscription(ccc: CccSimulator, receiver: Receiver) -> None:
+    call = ccc.place_call(duration_s=3)
+    for event_type, f in (("RecordingReady", call.mono), ("DualTrackRecordingReady", call.multi_channel)):
+        push = ccc.push_event(call, event_type, url=receiver.url, headers={"X-Webhook-Token": "t0k"})
+        assert push.status == 200 and push.error is None
+        event = receiver.bodies[-1]
+        assert event["eventType"] == event_type
+        assert (event["contactId"], event["instanceId"]) == (call.contact_id, ccc.instance_id)
+        assert event["eventTime"].endswith("Z") and event["fileName"] == f.file_name
+        assert sha256(requests.get(event["downloadURL"], timeout=5).content) == f.sha256
+        assert receiver.headers[-1]["X-Webhook-Token"] == "t0k"
+    ccc.push_event(call, "CDRReady", url=receiver.url)
+    assert receiver.bodies[-1]["eventType"] == "CDRReady"
+    assert [p.event_type for p in ccc.event_pushes] == ["RecordingReady", "DualTrackRecordingReady", "CDRReady"]
+    soft = ccc.softphone_event(call)
+    assert soft["contactId"] == call.contact_id and soft["instanceId"] == ccc.instance_id
+
+
+# --------------------------------------------------------------------------- Dyplsapi
+
+
+def test_query_record_file_download_url(dypls: DyplsSimulator) -> None:
+    call = dypls.place_call(duration_s=60)
+    body = query_dypls(dypls, call, ProductType="AXB_170")
+    assert (body["Code"], body["Message"]) == ("OK", "OK") and body["RequestId"]
+    resp = requests.get(body["DownloadUrl"], timeout=5)
+    assert resp.status_code == 200 and resp.headers["Content-Type"] == "audio/mpeg"
+    assert sha256(resp.content) == call.sha256 and resp.content[:2] == b"\xff\xf3"  # an MPEG audio frame
+    assert 200_000 < call.size < 300_000  # a minute of telephone-quality MP3
+    dypls.advance_time(7201)  # valid two hours
+    assert xml_error(requests.get(body["DownloadUrl"], timeout=5))["Message"] == "Request has expired."
+
+
+def test_dypls_business_errors_come_with_http_200(dypls: DyplsSimulator) -> None:
+    call = dypls.place_call(duration_s=10)
+    dypls.set_fault("flow_limit")
+    assert query_dypls(dypls, call)["Code"] == "isv.FLOW_LIMIT"
+    assert query_dypls(dypls, call)["Code"] == "OK"
+    dypls.set_fault("system_error")
+    assert query_dypls(dypls, call)["Code"] == "isp.SYSTEM_ERROR"
+    dypls.set_fault("business_error", code="isp.GATEWAY_ERROR")
+    assert query_dypls(dypls, call)["Code"] == "isp.GATEWAY_ERROR"
+    assert query_dypls(dypls, call, PoolKey="FC999999")["Code"] == "isv.POOLKEY_NOT_EXISTS"
+    utc_time = dt.datetime.fromtimestamp(call.call_time / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    assert query_dypls(dypls, call, CallTime=utc_time)["Code"] == "isv.INVALID_PARAMETERS"  # not Beijing time
+    assert query_dypls(dypls, call, CallTime=str(call.call_time))["Code"] == "isv.INVALID_PARAMETERS"
+    assert query_dypls(dypls, call, CallId="0" * 16)["Code"] == "isv.RECORD_NOT_EXIST"
+    assert dypls.counters["error:isv.FLOW_LIMIT"] == 1
+    missing = rpc(dypls, "QueryRecordFileDownloadUrl", VDYPLS, PoolKey="FC123456")
+    assert (missing.status_code, missing.json()["Code"]) == (400, "MissingCallId")
+
+
+def test_dypls_not_ready_unrecorded_and_too_old(dypls: DyplsSimulator) -> None:
+    fresh = dypls.place_call(duration_s=5, ready_after_s=900)
+    body = query_dypls(dypls, fresh)
+    assert body["Code"] == "isv.RECORD_NOT_EXIST" and "DownloadUrl" not in body
+    silent = dypls.place_call(duration_s=5, recorded=False)
+    old = dypls.place_call(duration_s=5, ended_at=dypls.now() - 31 * DAY)
+    dypls.advance_time(901)
+    assert query_dypls(dypls, fresh)["Code"] == "OK"
+    assert query_dypls(dypls, silent)["Code"] == "isv.RECORD_NOT_EXIST"
+    expired = query_dypls(dypls, old)
+    assert expired["Code"] == "isv.RECORD_NOT_EXIST" and expired["Message"] == "录音文件已过期"
+
+
+def test_receipt_records(dypls: DyplsSimulator) -> None:
+    call = dypls.place_call(duration_s=30, ready_after_s=600)
+    report = dypls.secret_report(call)
+    assert {"pool_key", "sub_id", "call_id", "phone_no", "secret_no", "peer_no", "call_type", "call_time"} <= set(
+        report
+    )
+    assert {"start_time", "release_time", "release_dir", "release_cause", "record_url"} <= set(report)
+    assert report["call_time"] == call.call_time_text
+    assert requests.get(report["record_url"], timeout=5).status_code == 404  # handed out before the file exists
+    dypls.advance_time(601)
+    assert sha256(requests.get(report["record_url"], timeout=5).content) == call.sha256
+    http_rec, mns_rec = dypls.secret_recording(call), dypls.secret_recording(call, "mns")
+    assert http_rec == {
+        "pool_key": call.pool_key,
+        "sub_id": call.sub_id,
+        "call_id": call.call_id,
+        "call_time": call.call_time,
+        "out_id": call.out_id,
+    }
+    assert "subs_id" in mns_rec and "sub_id" not in mns_rec
+    assert isinstance(http_rec["call_time"], int) and http_rec["call_time"] % 1000 == 0
+
+
+def test_receipts_are_pushed_as_a_json_array_and_resent_until_acknowledged(dypls: DyplsSimulator) -> None:
+    slow_ok = (200, '{"code":0,"msg":"接收成功"}'.encode(), 0.9)
+    receiver = Receiver([(500, b"oops", 0.0), slow_ok, (200, b"<html>ok</html>", 0.0)])
+    try:
+        call = dypls.place_call(duration_s=10)
+        records = [dypls.secret_report(call), dypls.secret_recording(call)]
+        first = dypls.push_receipts(receiver.url, records)
+        assert (first.attempt, first.status, first.ok) == (1, 500, False)
+        assert receiver.bodies[0] == records  # one POST, a JSON array of records
+        assert dypls.deliver_due_resends() == []  # due one minute later
+        dypls.advance_time(60)
+        (second,) = dypls.deliver_due_resends()
+        # Too slow: the platform stops waiting after 700 ms.
+        assert (second.attempt, second.status, second.ok) == (2, None, False)
+        assert 700 <= second.latency_ms < 900 and "timed out" in (second.error or "")
+        dypls.advance_time(300)
+        (third,) = dypls.deliver_due_resends()
+        assert (third.status, third.ok) == (200, False)  # no numeric "code" in the answer
+        dypls.advance_time(599)
+        assert dypls.deliver_due_resends() == []
+        dypls.advance_time(1)
+        (fourth,) = dypls.deliver_due_resends()
+        assert (fourth.attempt, fourth.ok) == (4, True)
+        assert receiver.bodies == [records] * 4 and dypls.pending_resends == {}
+        assert [a.attempt for a in dypls.receipt_attempts] == [1, 2, 3, 4]
+        assert all(a.latency_ms > 0 for a in dypls.receipt_attempts)
+    finally:
+        receiver.close()
+
+
+def test_receipts_are_dropped_after_three_resends(dypls: DyplsSimulator) -> None:
+    receiver = Receiver([(503, b"", 0.0)] * 10)
+    try:
+        call = dypls.place_call(duration_s=5)
+        dypls.push_receipts(receiver.url, [dypls.secret_recording(call)])
+        for wait in (60, 300, 600):
+            dypls.advance_time(wait)
+            dypls.deliver_due_resends()
+        assert len(receiver.bodies) == 4 and dypls.pending_resends == {}
+        assert dypls.counters["receipts_dropped"] == 1
+    finally:
+        receiver.close()
+
+
+def test_request_log_keeps_no_secrets(dypls: DyplsSimulator) -> None:
+    call = dypls.place_call(duration_s=5)
+    query_dypls(dypls, call)
+    # Only our own requests: a stray client of another test may reuse a freed ephemeral port.
+    (entry,) = [e for e in dypls.request_log if e.access_key_id == KEY_ID]
+    assert entry.action == "QueryRecordFileDownloadUrl" and entry.status == 200 and entry.code == "OK"
+    assert all(name not in ("Signature", "SecurityToken") for name, _ in entry.params)
+    assert SECRET not in repr(entry)
