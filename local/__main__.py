@@ -16,7 +16,7 @@ from types import FrameType
 
 from callvault.errors import ConfigError
 from callvault.sources import load_sources_file
-from local.simulated_providers import start_pbx_simulators
+from local.simulated_providers import SimulatedSource, start_simulators, stop_simulators
 from local.stack import DEFAULT_REGION, DEFAULT_STACK_NAME, LocalStack, LocalStackError
 
 
@@ -122,22 +122,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("botocore").setLevel(logging.WARNING)
     stopped = threading.Event()
-    simulators = {}
+    simulations: dict[str, SimulatedSource] = {}
     try:
         if not args.no_simulators:
-            simulators = start_pbx_simulators(load_sources_file(args.sources))
+            simulations = start_simulators(load_sources_file(args.sources))
         stack = build_stack(args).start()
     except (LocalStackError, ConfigError, OSError) as error:
-        for simulator in simulators.values():
-            simulator.stop()
+        stop_simulators(simulations)
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     _stop_on_signals(stopped)
     try:
-        for source_id, simulator in simulators.items():
-            print(f"simulator:  {source_id} (PBX) at {simulator.base_url}", flush=True)
+        for source_id, simulation in simulations.items():
+            print(f"simulator:  {source_id} ({simulation.provider}) at {simulation.simulator.base_url}", flush=True)
         print(f"webhooks:   {stack.state['webhook_url_template']}", flush=True)
         print(f"AWS (moto): {stack.state['aws_endpoint_url']}", flush=True)
         print(f"state file: {stack.state_file}", flush=True)
@@ -145,15 +144,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         interval = args.place_calls or 0.5
         while not stopped.wait(interval):
             if args.place_calls:
-                for simulator in simulators.values():
-                    call = simulator.place_call(duration_s=60)
-                    print(f"placed call {call.callid} ({call.size:,} bytes) on {simulator.base_url}", flush=True)
+                for source_id, simulation in simulations.items():
+                    webhook = str(stack.state["webhook_url_template"]).format(source_id=source_id)
+                    files = simulation.place_call(webhook, 60)
+                    print(f"{source_id}: call {files[0].call_id} ended, {len(files)} recording file(s)", flush=True)
     except KeyboardInterrupt:
         pass
     finally:
         stack.stop()
-        for simulator in simulators.values():
-            simulator.stop()
+        stop_simulators(simulations)
     return 0
 
 

@@ -1,10 +1,12 @@
-"""The main job, locally: a simulated PBX places calls, the stack archives them, we verify.
+"""The main job, locally: simulated providers end calls, the stack archives them, we verify.
 
 ``python -m local.demo`` (``make demo``) starts the local stack from ``template.yaml`` with
-``local/sources.yaml`` (a PBX simulator listens where that file says), lets the session keeper
-log in so the PBX pushes its reports, places a handful of recorded calls of several MB, shows
-progress until every recording is settled, then prints what landed in S3 and checks every
-object byte for byte (sha256) against the simulator's original. Exit 0 only if all arrived intact.
+``local/sources.yaml`` (a simulator listens for every loopback source there: a PBX, CCC
+2017-07-05 and 2020-07-01 instances, a Dyplsapi number pool), lets the session keeper log in
+to the PBX so it pushes its reports, ends calls on every provider the way each reports them,
+shows progress until every recording is settled, then prints what landed in S3 and checks
+every object byte for byte (sha256) against the simulator's original. Exit 0 only if all
+arrived intact.
 """
 
 from __future__ import annotations
@@ -19,20 +21,28 @@ from pathlib import Path
 from typing import Any
 
 from callvault.errors import ConfigError
+from callvault.observability import logger
 from callvault.sources import load_sources_file
-from local.simulated_providers import start_pbx_simulators
-from local.simulators.pbx import PbxSimulator, SimulatedCall
+from local.simulated_providers import ExpectedFile, SimulatedSource, start_simulators, stop_simulators
+from local.simulators.pbx import PbxSimulator
 from local.stack import LocalStack, LocalStackError
 
 ROOT = Path(__file__).resolve().parents[1]
 # Fast retries: the demo should show a retried fault within seconds, not minutes.
 DEMO_PARAMETERS = {"RetryMaxAttempts": "5", "RetryBaseDelaySeconds": "1", "RetryMaxDelaySeconds": "4"}
-CALL_SECONDS = (95, 140, 185, 230, 120)  # stereo 8 kHz 16-bit: about 3 to 7.4 MB each
+# Talk time per call and provider; PBX recordings are stereo 8 kHz 16-bit (3 to 7.4 MB each).
+CALL_SECONDS = {"pbx": (95, 140, 230), "ccc": (60,), "dypls": (120, 45)}
+
+
+@dataclass
+class Expected:
+    source_id: str
+    file: ExpectedFile
 
 
 @dataclass
 class Outcome:
-    call: SimulatedCall
+    expected: Expected
     item: dict[str, Any] | None
     s3_sha256: str | None
 
@@ -41,19 +51,25 @@ class Outcome:
         item = self.item or {}
         return (
             item.get("status") == "STORED"
-            and item.get("sha256") == self.call.sha256 == self.s3_sha256
-            and int(item.get("size", -1)) == self.call.size
+            and item.get("sha256") == self.expected.file.sha256 == self.s3_sha256
+            and int(item.get("size", -1)) == self.expected.file.size
         )
 
 
-def ledger_item(stack: LocalStack, source_id: str, call: SimulatedCall) -> dict[str, Any] | None:
-    reply = stack.client("dynamodb").get_item(
+def ledger_item(stack: LocalStack, expected: Expected) -> dict[str, Any] | None:
+    """The ledger item of an expected file (by name, or the call's one file when the link names it)."""
+    reply = stack.client("dynamodb").query(
         TableName=stack.state["table"],
-        Key={"pk": {"S": f"CALL#{source_id}#{call.callid}"}, "sk": {"S": f"FILE#{call.recording}"}},
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"CALL#{expected.source_id}#{expected.file.call_id}"}},
         ConsistentRead=True,
     )
-    item = reply.get("Item")
-    return {name: next(iter(value.values())) for name, value in item.items()} if item else None
+    items = [{name: next(iter(value.values())) for name, value in item.items()} for item in reply["Items"]]
+    wanted = f"FILE#{expected.file.file_name}" if expected.file.file_name else None
+    for item in items:
+        if item["sk"] == wanted or (wanted is None and not item["sk"].startswith("FILE#*")):
+            return item
+    return next((item for item in items if item["sk"].startswith("FILE#*")), None)  # failed before resolving
 
 
 def s3_sha256(stack: LocalStack, key: str) -> str:
@@ -64,21 +80,22 @@ def s3_sha256(stack: LocalStack, key: str) -> str:
     return digest.hexdigest()
 
 
-def place_calls(simulator: PbxSimulator) -> list[SimulatedCall]:
-    calls = [
-        simulator.place_call(str(101 + i), str(201 + i), duration_s=seconds, channels=2, call_type="Internal")
-        for i, seconds in enumerate(CALL_SECONDS)
-    ]
-    # A call nobody answered has no recording: the webhook acknowledges and skips it.
-    simulator.place_call("105", "209", recorded=False, status="NO ANSWER")
-    return calls
+def end_calls(stack: LocalStack, simulations: dict[str, SimulatedSource]) -> list[Expected]:
+    expected: list[Expected] = []
+    for source_id, simulation in simulations.items():
+        webhook = str(stack.state["webhook_url_template"]).format(source_id=source_id)
+        for seconds in CALL_SECONDS[simulation.provider]:
+            files = simulation.place_call(webhook, seconds)
+            expected += [Expected(source_id, file) for file in files]
+        print(f"  {source_id:<14} ({simulation.provider}): {len(CALL_SECONDS[simulation.provider])} calls ended")
+    return expected
 
 
-def wait_until_settled(stack: LocalStack, source_id: str, calls: list[SimulatedCall], timeout: float) -> None:
+def wait_until_settled(stack: LocalStack, expected: list[Expected], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     shown = ""
     while True:
-        statuses = [(ledger_item(stack, source_id, call) or {}).get("status", "QUEUED") for call in calls]
+        statuses = [(ledger_item(stack, e) or {}).get("status", "QUEUED") for e in expected]
         counts = {status: statuses.count(status) for status in dict.fromkeys(statuses)}
         line = "  " + ", ".join(f"{status.lower()}: {count}" for status, count in counts.items())
         if line != shown:
@@ -93,30 +110,28 @@ def wait_until_settled(stack: LocalStack, source_id: str, calls: list[SimulatedC
 
 
 def print_table(outcomes: list[Outcome]) -> None:
-    header = f"{'call':<18} {'size':>10}  {'tries':>5}  {'sha256 ok':<9}  s3 key"
+    header = f"{'source':<14} {'call':<34} {'size':>10}  {'tries':>5}  {'sha256 ok':<9}  s3 key"
     print(header)
     print("-" * len(header))
     for outcome in outcomes:
         item = outcome.item or {}
-        key = (
-            item.get("s3_key", "-") if item.get("status") == "STORED" else f"{item.get('status')}: {item.get('reason')}"
-        )
+        stored = item.get("status") == "STORED"
+        key = item.get("s3_key", "-") if stored else f"{item.get('status', 'MISSING')}: {item.get('reason', '')}"
         tries = item.get("attempts", "-")
         ok = "yes" if outcome.intact else "NO"
-        print(f"{outcome.call.callid:<18} {outcome.call.size:>10,}  {tries:>5}  {ok:<9}  {key}")
+        call = outcome.expected.file.call_id
+        print(
+            f"{outcome.expected.source_id:<14} {call:<34} {outcome.expected.file.size:>10,}  {tries:>5}  {ok:<9}  {key}"
+        )
 
 
 def run(sources_file: Path, state_file: Path, timeout: float) -> int:
-    raw_sources = load_sources_file(sources_file)
-    pbx_sources = [raw for raw in raw_sources if raw["provider"] == "pbx"]
-    if not pbx_sources:
-        raise ConfigError(f"{sources_file} has no PBX source to demonstrate with")
-    simulators = start_pbx_simulators(pbx_sources)
-    if not simulators:
-        raise ConfigError(f"{sources_file}: no PBX source on loopback with a plain password to simulate")
-    source_id, simulator = next(iter(simulators.items()))
+    simulations = start_simulators(load_sources_file(sources_file))
+    if not simulations:
+        raise ConfigError(f"{sources_file}: no source on loopback to simulate")
     try:
-        print(f"PBX simulator for source {source_id!r} at {simulator.base_url}")
+        for source_id, simulation in simulations.items():
+            print(f"simulator for {source_id!r} ({simulation.provider}) at {simulation.simulator.base_url}")
         with LocalStack(
             ROOT / "template.yaml",
             sources_file=sources_file,
@@ -124,37 +139,36 @@ def run(sources_file: Path, state_file: Path, timeout: float) -> int:
             parameters=DEMO_PARAMETERS,
             concurrency=2,
             redelivery_delay=2,
-            # The handlers' JSON logs would drown the progress lines; errors still show.
-            env_overrides={"POWERTOOLS_LOG_LEVEL": "ERROR"},
         ) as stack:
             print(f"local stack up: webhooks at {stack.state['webhook_url_template']}")
             print(f"state file: {state_file}")
             stack.run_schedules_now()  # the session keeper logs in; the PBX now pushes its reports
-            print(f"PBX reports go to {simulator.report_url and simulator.report_url.split('?')[0]}")
-            # One download fails half-way, to show that a broken transfer is retried, not half-stored.
-            simulator.set_fault("truncate", 1)
+            for simulation in simulations.values():
+                if isinstance(simulation.simulator, PbxSimulator):
+                    # One transfer breaks off half-way: it is retried, never half-stored.
+                    simulation.simulator.set_fault("truncate", 1)
             started = time.monotonic()
-            calls = place_calls(simulator)
-            total = sum(call.size for call in calls)
-            print(f"placed {len(calls)} recorded calls ({total / 1e6:.1f} MB) and 1 unanswered call; archiving:")
-            wait_until_settled(stack, source_id, calls, timeout)
+            print("ending calls:")
+            expected = end_calls(stack, simulations)
+            total = sum(e.file.size for e in expected)
+            print(f"{len(expected)} recording files ({total / 1e6:.1f} MB) to archive:")
+            wait_until_settled(stack, expected, timeout)
             elapsed = time.monotonic() - started
             stack.wait_idle(30)
             outcomes = []
-            for call in calls:
-                item = ledger_item(stack, source_id, call)
+            for e in expected:
+                item = ledger_item(stack, e)
                 key = (item or {}).get("s3_key") if (item or {}).get("status") == "STORED" else None
-                outcomes.append(Outcome(call, item, s3_sha256(stack, key) if key else None))
+                outcomes.append(Outcome(e, item, s3_sha256(stack, key) if key else None))
             print()
             print_table(outcomes)
             intact = sum(outcome.intact for outcome in outcomes)
-            print()
             bucket = stack.state["bucket"]
+            print()
             print(f"{intact}/{len(outcomes)} recordings archived intact in {elapsed:.1f} s (bucket {bucket})")
             return 0 if intact == len(outcomes) else 1
     finally:
-        for running in simulators.values():
-            running.stop()
+        stop_simulators(simulations)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the archive to settle")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # The handlers' JSON logs would drown the progress lines (the core's logger is shared by
+    # every handler in this process, and already exists); errors still show.
+    logger.setLevel(logging.ERROR)
     try:
         return run(args.sources, args.state, args.timeout)
     except (ConfigError, LocalStackError, OSError) as error:

@@ -194,6 +194,9 @@ class CccProvider:
         if settings.api_version == API_2020:
             kind = job.locator.get("recording", "mono")
             reply = client.call(ACTIONS_2020[kind], {"InstanceId": settings.instance_id, "ContactId": contact_id})
+            if not reply.get("Data"):
+                # Some instances answer OK with no Data while the recording is being written.
+                raise RpcError("NotExists.Recording", f"{ACTIONS_2020[kind]} answered without Data", http_status=200)
             return [_link(reply.get("Data"), "FileUrl")]
         if "file_name" in job.locator:
             reply = client.call(

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from callvault.errors import BadRequest, ConfigError, PermanentFailure
+from callvault.errors import BadRequest, ConfigError
 from callvault.models import WHOLE_CALL, FetchJob
 from callvault.observability import logger
 from callvault.providers import InboundRequest, PendingDownload, ProviderRuntime, WebhookReply
@@ -178,11 +178,12 @@ class DyplsProvider:
         }
         try:
             reply = client.call("QueryRecordFileDownloadUrl", params)
+            url = strip_url_quotes(str(reply.get("DownloadUrl") or ""))
+            if not url:
+                # OK without a link: the recording is not generated yet (15-20 min after hang-up).
+                raise RpcError("isv.RECORD_NOT_EXIST", "answered OK without DownloadUrl", http_status=200)
         except RpcError as error:
             raise classify(error, not_ready=NOT_READY_CODES, permanent_hints=PERMANENT_HINTS) from None
-        url = strip_url_quotes(str(reply.get("DownloadUrl") or ""))
-        if not url:
-            raise PermanentFailure("QueryRecordFileDownloadUrl answered without DownloadUrl")
         file_name = urlsplit(url).path.rsplit("/", 1)[-1] or f"{job.call_id}.mp3"
         return [
             PendingDownload(
