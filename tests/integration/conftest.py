@@ -22,6 +22,8 @@ import pytest
 import requests
 import yaml
 
+from local.simulators.ccc import CccSimulator
+from local.simulators.dypls import DyplsSimulator
 from local.simulators.pbx import PbxSimulator, make_self_signed
 from local.stack import LocalStack
 from tests.conftest import ROOT
@@ -79,8 +81,61 @@ def _source(pbx: Pbx, **pbx_settings: Any) -> dict[str, Any]:
     }
 
 
+@dataclass
+class AlibabaSource:
+    """A simulated CCC instance or Dypls pool and the source id under which the stack knows it."""
+
+    source_id: str
+    token: str
+    simulator: CccSimulator | DyplsSimulator
+    document: dict[str, Any]
+
+
+ACCESS = {"LTAI-it-key": "it-secret"}
+# A source whose provider is down for good: its webhook must still answer at once.
+OFFLINE_ENDPOINT = "http://127.0.0.1:9"
+
+
 @pytest.fixture(scope="session")
-def stack(pbxs: dict[str, Pbx], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def alibaba() -> Iterator[dict[str, AlibabaSource]]:
+    simulators: dict[str, tuple[CccSimulator | DyplsSimulator, dict[str, Any]]] = {
+        "ccc-2017": (CccSimulator(instance_id="inst-2017", credentials=ACCESS), {"api_version": "2017-07-05"}),
+        "ccc-typographic": (
+            CccSimulator(instance_id="inst-typo", credentials=ACCESS, quote_style="typographic"),
+            {"api_version": "2017-07-05"},
+        ),
+        "ccc-2020": (
+            CccSimulator(instance_id="inst-2020", credentials=ACCESS, api_versions=("2020-07-01",)),
+            {"api_version": "2020-07-01"},
+        ),
+        "ccc-wrong-secret": (CccSimulator(instance_id="inst-bad", credentials={"LTAI-it-key": "other"}), {}),
+        "dypls-pool": (DyplsSimulator(credentials=ACCESS, pool_keys={"FC123456"}), {}),
+        "dypls-offline": (DyplsSimulator(credentials=ACCESS, pool_keys={"FC999999"}), {}),
+    }
+    sources = {}
+    for source_id, (simulator, extra) in simulators.items():
+        simulator.start()
+        token = f"{source_id}-token-{uuid.uuid4().hex}"
+        access = {"access_key_id": "LTAI-it-key", "access_key_secret": "it-secret", "download_hosts": ["127.0.0.1"]}
+        if isinstance(simulator, CccSimulator):
+            instance = simulator.instance_id
+            section = {"instance_id": instance, "endpoint": simulator.base_url, "not_ready_window_seconds": 60}
+            document = {"provider": "ccc", "ccc": {**section, **access, **extra}}
+        else:
+            endpoint = OFFLINE_ENDPOINT if source_id == "dypls-offline" else simulator.base_url
+            pool = sorted(simulator.pool_keys)[0]
+            document = {"provider": "dypls", "dypls": {"pool_key": pool, "endpoint": endpoint, **access}}
+        document |= {"id": source_id, "webhook_token": token, "timezone": "Asia/Shanghai"}
+        sources[source_id] = AlibabaSource(source_id, token, simulator, document)
+    yield sources
+    for simulator, _ in simulators.values():
+        simulator.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(
+    pbxs: dict[str, Pbx], alibaba: dict[str, AlibabaSource], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalStack]:
     work = tmp_path_factory.mktemp("stack")
     tls_ca = Path(pbxs["tls-pbx"].simulator.tls.ca_path).read_text()  # type: ignore[union-attr]
     sources = [
@@ -90,6 +145,7 @@ def stack(pbxs: dict[str, Pbx], tmp_path_factory: pytest.TempPathFactory) -> Ite
         _source(pbxs["slow-pbx"], read_timeout_seconds=1),
         _source(pbxs["tls-pbx"], ca_bundle=tls_ca),
         _source(pbxs["wrong-password-pbx"]),
+        *(source.document for source in alibaba.values()),
     ]
     sources_file = work / "sources.yaml"
     sources_file.write_text(yaml.safe_dump({"sources": sources}))

@@ -74,6 +74,10 @@ class Fetcher:
                     return report
                 lease_id = claimed_up_front.lease_id
             downloads = self._resolve(source, job)
+            if not job.names_a_file:
+                # The call's files are known now and get their own items; an earlier failed
+                # resolution left a placeholder that would otherwise look pending for ever.
+                self._ledger.forget(ledger_key(job))
             for download in downloads:
                 failed_key = ledger_key(job, download.file_name)
                 if claimed_up_front and claimed_up_front.key == failed_key:

@@ -138,6 +138,9 @@ class RecordingLedger:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
 
+    def forget(self, key: dict[str, str]) -> None:
+        self._table.delete_item(Key=key)
+
     def get(self, key: dict[str, str]) -> dict[str, Any] | None:
         item = self._table.get_item(Key=key, ConsistentRead=True).get("Item")
         return dict(item) if item else None
