@@ -1,6 +1,7 @@
-"""The local stack for integration tests: moto server + PBX simulators + the real handlers.
+"""The local stack for integration tests: moto server + provider simulators + the real handlers.
 
-One stack per test session (deploying the template takes a few seconds). Each special
+One stack per test module (deploying the template takes a few seconds; moto's backends are
+process-wide, so a module that starts stacks of its own cannot share one). Each special
 situation gets its own PBX simulator and source, because a PBX pushes every report to every
 live token's URL and locks out an address after failed logins: sharing one simulator would
 let one test's faults leak into another's.
@@ -132,7 +133,7 @@ def alibaba() -> Iterator[dict[str, AlibabaSource]]:
         simulator.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack(
     pbxs: dict[str, Pbx], alibaba: dict[str, AlibabaSource], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalStack]:
@@ -219,7 +220,7 @@ class Archive:
         return list(self.s3.list_multipart_uploads(Bucket=self.bucket).get("Uploads", []))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def archive(stack: LocalStack) -> Archive:
     return Archive(stack)
 
