@@ -50,7 +50,7 @@ format: venv
 
 # Each function is its own `app` module, so they are checked one at a time.
 typecheck: venv
-	$(BIN)/mypy layers/callvault/callvault local
+	$(BIN)/mypy layers/callvault/callvault local bench
 	for app in functions/*/app.py; do $(BIN)/mypy $$app || exit 1; done
 
 validate: venv

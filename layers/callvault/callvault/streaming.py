@@ -74,7 +74,9 @@ def _upload_parts(
 
     def flush() -> None:
         number = len(parts) + 1
-        reply = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=bytes(buffer))
+        # The bytearray itself, not a bytes copy: one part buffer less in memory. It is
+        # cleared only after upload_part returned (botocore is done with it then).
+        reply = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=buffer)
         parts.append({"PartNumber": number, "ETag": reply["ETag"]})
         buffer.clear()
 
