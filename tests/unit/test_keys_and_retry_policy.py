@@ -30,7 +30,14 @@ def job(attempt: int = 1, give_up_at: str | None = None) -> FetchJob:
 def test_key_uses_the_local_call_date_and_sanitised_parts() -> None:
     key = recording_key("office-pbx", "2020-05-05T00:21:35+08:00", "../../etc", "my call?.wav")
 
-    assert key == "recordings/office-pbx/2020/05/05/_.._etc/my_call_.wav"
+    assert key == "recordings/office-pbx/2020/05/05/_.._etc~74ccf3c5/my_call_~38efdb55.wav"
+
+
+def test_names_that_had_to_change_cannot_collide_with_names_that_did_not() -> None:
+    keys = {recording_key("s", "2020-05-05T00:00:00+00:00", "c", name) for name in ("a b.wav", "a_b.wav", "a?b.wav")}
+
+    assert len(keys) == 3
+    assert "recordings/s/2020/05/05/c/a_b.wav" in keys  # a name that needs no change keeps it
 
 
 def test_content_type_prefers_the_declared_audio_type() -> None:

@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -407,14 +408,17 @@ def retry_workflow(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch):
         alerts_arn = sqs.get_queue_attributes(QueueUrl=alerts, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=alerts_arn, Attributes={"RawMessageDelivery": "true"})
 
-        definition = ASL.read_text()
-        for key, value in {"FetchQueueUrl": fetch_queue, "LedgerTableName": "ledger", "AlertTopicArn": topic}.items():
-            definition = definition.replace(f"${{{key}}}", value)
-        machine = sfn.create_state_machine(
-            name="retry", definition=definition, roleArn="arn:aws:iam::123456789012:role/retry"
-        )["stateMachineArn"]
+        substitutions = {"FetchQueueUrl": fetch_queue, "LedgerTableName": "ledger", "AlertTopicArn": topic}
 
-        def run(payload: dict[str, Any]) -> dict[str, Any]:
+        def run(payload: dict[str, Any], definition: str | None = None) -> dict[str, Any]:
+            definition = definition or ASL.read_text()
+            for key, value in substitutions.items():
+                definition = definition.replace(f"${{{key}}}", value)
+            machine = sfn.create_state_machine(
+                name=f"retry-{uuid.uuid4().hex[:8]}",
+                definition=definition,
+                roleArn="arn:aws:iam::123456789012:role/retry",
+            )["stateMachineArn"]
             execution = sfn.start_execution(stateMachineArn=machine, input=json.dumps(payload))["executionArn"]
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
@@ -428,7 +432,14 @@ def retry_workflow(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch):
             received = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
             return [m["Body"] for m in received.get("Messages", [])]
 
-        yield {"run": run, "ddb": ddb, "fetch_queue": fetch_queue, "alerts": alerts, "messages": messages}
+        yield {
+            "run": run,
+            "ddb": ddb,
+            "sqs": sqs,
+            "fetch_queue": fetch_queue,
+            "alerts": alerts,
+            "messages": messages,
+        }
 
 
 def test_retry_workflow_requeues_the_job_unchanged(retry_workflow) -> None:
@@ -483,3 +494,19 @@ def test_samconfig_deploys_each_stage_with_its_own_parameters() -> None:
         assert deploy["capabilities"] == "CAPABILITY_IAM"
         assert f"Stage={stage}" in deploy["parameter_overrides"].split()
         assert config[stage]["validate"]["parameters"]["lint"] is True
+
+
+def test_retry_workflow_gives_up_explicitly_when_the_job_cannot_be_requeued(retry_workflow) -> None:
+    # Given the fetch queue is gone (and, to keep the test short, RequeueJob retries no more)
+    retry_workflow["sqs"].delete_queue(QueueUrl=retry_workflow["fetch_queue"])
+    asl = json.loads(ASL.read_text())
+    for retry in asl["States"]["RequeueJob"]["Retry"]:
+        retry["MaxAttempts"] = 0
+    # When the workflow tries to hand the job back
+    result = retry_workflow["run"](_retry_input(give_up=False), json.dumps(asl))
+    # Then the ledger says FAILED with why, instead of a retry that will never come
+    assert result["status"] == "FAILED"
+    item = retry_workflow["ddb"].get_item(TableName="ledger", Key=LEDGER_KEY)["Item"]
+    assert item["status"] == {"S": "FAILED"}
+    assert item["error"] == {"S": "RequeueFailed"}
+    assert item["reason"]["S"].startswith("could not re-enqueue the job after the wait")

@@ -23,6 +23,7 @@ from callvault.ledger import Claim, ClaimOutcome, RecordingLedger, Status, ledge
 from callvault.models import FetchJob, StoredObject
 from callvault.observability import logger
 from callvault.providers import PendingDownload, ProviderRuntime, provider_named
+from callvault.retry_policy import plan_retry
 from callvault.sources import Source, SourceDirectory
 from callvault.streaming import upload_stream
 from callvault.timefmt import utc_now
@@ -162,8 +163,6 @@ class Fetcher:
     def _hand_over(
         self, job: FetchJob, error: FetchError, key: dict[str, str], lease_id: str | None, delivery_id: str
     ) -> None:
-        from callvault.retry_policy import plan_retry
-
         plan = plan_retry(job, error, self._retry, utc_now())
         # Start the workflow before touching the ledger: if starting fails, the message is
         # redelivered and nothing was recorded as scheduled that is not.

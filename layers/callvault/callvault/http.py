@@ -15,6 +15,7 @@ from types import TracebackType
 from urllib.parse import urlsplit
 
 import requests
+from urllib3.util import parse_url
 
 from callvault.errors import PermanentFailure, RetryKind, RetryLater
 
@@ -111,9 +112,11 @@ def check_download_host(url: str, allowed_hosts: tuple[str, ...]) -> None:
     An entry ``.example.com`` allows any subdomain; other entries must match exactly.
     """
     parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    if parts.scheme not in ("http", "https") or not host:
-        raise PermanentFailure("provider returned a download link that is not an http(s) URL")
+    # Parse as requests (urllib3) will, and refuse what parsers disagree on: user info and
+    # backslashes ("http://evil\\@x.aliyuncs.com/" is x.aliyuncs.com to one, evil to the other).
+    host = (parse_url(url).host or "").lower()
+    if parts.scheme not in ("http", "https") or not host or "@" in parts.netloc or "\\" in url:
+        raise PermanentFailure("provider returned a download link that is not a plain http(s) URL")
     for allowed in allowed_hosts:
         allowed = allowed.lower()
         if host == allowed or (allowed.startswith(".") and host.endswith(allowed)):

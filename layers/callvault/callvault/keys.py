@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime
 
-UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+EXTENSION = re.compile(r"[A-Za-z0-9]{1,8}")
 MAX_PART = 120
 
 
 def safe_part(value: str) -> str:
-    """A key segment: letters, digits, ``._-`` only; no leading dots; never empty."""
-    cleaned = UNSAFE.sub("_", value).lstrip(".")[:MAX_PART]
-    return cleaned or "_"
+    """A key segment: letters, digits, ``._-`` only; no leading dots; never empty.
+
+    A name that had to change gets a short hash of the original before its extension, so two
+    different provider names ("a b.wav", "a_b.wav") can never land on one key.
+    """
+    cleaned = UNSAFE.sub("_", value).lstrip(".")
+    if cleaned == value and value and len(value) <= MAX_PART:
+        return value
+    stem, dot, extension = cleaned.rpartition(".")
+    if not dot or not stem or not EXTENSION.fullmatch(extension):
+        stem, extension = cleaned, ""
+    digest = hashlib.sha256(value.encode()).hexdigest()[:8]
+    return f"{stem[: MAX_PART - 18] or '_'}~{digest}{'.' + extension if extension else ''}"
 
 
 def recording_key(source_id: str, call_time: str, call_id: str, file_name: str) -> str:

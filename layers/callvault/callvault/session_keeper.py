@@ -16,15 +16,17 @@ class SessionKeeperFailed(RuntimeError):
 def keep_pbx_sessions(sources: SourceDirectory, runtime: ProviderRuntime) -> dict[str, str]:
     """One pass over all PBX sources; returns what was done per source id."""
     done: dict[str, str] = {}
-    failures: dict[str, str] = {}
-    for source in sources.of_provider("pbx"):
+    pbx_sources, failures = sources.of_provider("pbx")
+    for source in pbx_sources:
         settings: PbxSettings = source.settings
         client = PbxClient(settings, runtime.http.session(source.id, settings.tls))
         try:
             done[source.id] = PbxSession(source, client, runtime).keep_alive()
-        except FetchError as exc:
-            failures[source.id] = exc.reason
-            logger.error("PBX session could not be kept alive", extra={"source_id": source.id, "reason": exc.reason})
+        except Exception as exc:
+            # Whatever one PBX does, the others' tokens must not lapse (no token, no reports).
+            failures[source.id] = exc.reason if isinstance(exc, FetchError) else f"{type(exc).__name__}: {exc}"
+    for source_id, reason in failures.items():
+        logger.error("PBX session could not be kept alive", extra={"source_id": source_id, "reason": reason})
     logger.info("PBX sessions kept", extra={"done": done, "failed": failures})
     if failures:
         raise SessionKeeperFailed("; ".join(f"{source_id}: {reason}" for source_id, reason in failures.items()))

@@ -188,7 +188,11 @@ class SourceDirectory:
             return cached[1]
         try:
             reply = self._client.get_secret_value(SecretId=f"{self._prefix}{source_id}")
-        except self._client.exceptions.ResourceNotFoundException:
+        except (
+            self._client.exceptions.ResourceNotFoundException,
+            # A deleted secret is "scheduled for deletion" for a while and answers this instead.
+            self._client.exceptions.InvalidRequestException,
+        ):
             raise SourceNotFound(f"unknown source {source_id!r}") from None
         try:
             raw = json.loads(reply["SecretString"])
@@ -209,6 +213,17 @@ class SourceDirectory:
                 if name.startswith(self._prefix):
                     yield name[len(self._prefix) :]
 
-    def of_provider(self, provider: str) -> list[Source]:
-        """Every valid source of one provider; malformed ones raise so operators see them."""
-        return [source for source in (self.get(i) for i in sorted(self.ids())) if source.provider == provider]
+    def of_provider(self, provider: str) -> tuple[list[Source], dict[str, str]]:
+        """Every valid source of one provider, and the problems of the sources that could not be read
+        (one malformed secret must not keep the others from being served)."""
+        sources: list[Source] = []
+        problems: dict[str, str] = {}
+        for source_id in sorted(self.ids()):
+            try:
+                source = self.get(source_id)
+            except (ConfigError, SourceNotFound) as exc:
+                problems[source_id] = str(exc)
+                continue
+            if source.provider == provider:
+                sources.append(source)
+        return sources, problems

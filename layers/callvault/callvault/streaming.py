@@ -13,6 +13,7 @@ from typing import Any
 
 from callvault.errors import RetryKind, RetryLater
 from callvault.models import StoredObject
+from callvault.observability import logger
 
 PART_SIZE = 8 * 1024 * 1024  # S3 minimum is 5 MiB (except the last part)
 READ_SIZE = 1024 * 1024
@@ -48,7 +49,12 @@ def upload_stream(
             Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
         )
     except BaseException as exc:
-        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        try:
+            s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        except Exception:
+            # The original error decides what happens to the job; the bucket's lifecycle rule
+            # removes an upload left open after a day.
+            logger.exception("could not abort multipart upload", extra={"key": key})
         if isinstance(exc, RetryLater) or not isinstance(exc, Exception):
             raise
         if _is_stream_error(exc):

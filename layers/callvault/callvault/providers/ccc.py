@@ -93,7 +93,10 @@ def _event_time(event: Mapping[str, Any], source: Source) -> datetime:
     if isinstance(raw, int | float) or (isinstance(raw, str) and raw.strip().isdigit()):
         number = float(raw)
         seconds = number / 1000 if number > 10**11 else number  # epoch ms as the SDK gives it
-        return datetime.fromtimestamp(seconds, source.timezone)
+        try:
+            return datetime.fromtimestamp(seconds, source.timezone)
+        except (OverflowError, OSError, ValueError):
+            raise BadRequest(f"event time {raw!r} is not a plausible epoch time") from None
     try:
         moment = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
     except ValueError:
@@ -202,12 +205,16 @@ class CccProvider:
             reply = client.call(
                 "DownloadRecording", {"InstanceId": settings.instance_id, "FileName": job.locator["file_name"]}
             )
-            return [_link(reply.get("MediaDownloadParam"), "SignatureUrl")]
+            _, url = _link(reply.get("MediaDownloadParam"), "SignatureUrl")
+            return [(job.file_name, url)]  # the file this job claimed, whatever name the reply gives
         reply = client.call("DownloadAllTypeRecording", {"InstanceId": settings.instance_id, "ContactId": contact_id})
         listing = reply.get("MediaDownloadParamList")
         params = listing.get("MediaDownloadParam") if isinstance(listing, dict) else listing
         if isinstance(params, dict):
             params = [params]  # a one-element list may come unwrapped
+        if not params:
+            # OK with nothing listed: the files are not written yet, like NotExist.Record.
+            raise RpcError("NotExist.Record", "DownloadAllTypeRecording listed no files", http_status=200)
         if not isinstance(params, list):
             raise PermanentFailure("DownloadAllTypeRecording answered without MediaDownloadParamList")
         return [_link(param, "SignatureUrl") for param in params]

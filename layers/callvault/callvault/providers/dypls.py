@@ -89,7 +89,10 @@ def _call_time(raw: Any) -> datetime:
     if isinstance(raw, bool):
         raise ValueError(f"call_time {raw!r} is not a time")
     if isinstance(raw, int | float) or (isinstance(raw, str) and raw.strip().isdigit()):
-        return datetime.fromtimestamp(float(raw) / 1000, BEIJING)
+        try:
+            return datetime.fromtimestamp(float(raw) / 1000, BEIJING)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(f"call_time {raw!r} is not a plausible epoch in milliseconds") from None
     return parse_wall_clock(str(raw), BEIJING)
 
 

@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -391,6 +392,7 @@ class PbxProvider:
             locator={"recording": recording},
             file_name=file_name,
             reported_at=iso(utc_now()),
+            give_up_at=iso(call_time + timedelta(days=source.retention_days)) if source.retention_days else None,
             details=details,
         )
 
@@ -409,12 +411,15 @@ def _open_recording(session: PbxSession, client: PbxClient, recording: str) -> I
     """Fresh random, then the download at once (it lives 30 s and works once)."""
     token = session.token()
     refused = ""
+    renewed = False
     for _ in range(DOWNLOAD_TRIES):
         try:
             random = client.get_random(token, recording)
             stream = client.download_recording(token, recording, random)
-        except TokenRejected:
-            token = session.renew(token)
+        except TokenRejected as exc:
+            if renewed:  # a brand-new token rejected too: the PBX is in trouble, retry later
+                raise RetryLater(RetryKind.PROVIDER_UNAVAILABLE, f"PBX rejects a fresh token (errno {exc})") from None
+            token, renewed = _renewed(session, token), True
             continue
         except RandomRefused as exc:
             refused = str(exc)
@@ -425,6 +430,13 @@ def _open_recording(session: PbxSession, client: PbxClient, recording: str) -> I
     raise RetryLater(
         RetryKind.LINK_EXPIRED, f"PBX refused {DOWNLOAD_TRIES} fresh download links ({refused or 'token rejected'})"
     )
+
+
+def _renewed(session: PbxSession, stale_token: str) -> str:
+    try:
+        return session.renew(stale_token)
+    except TokenRejected as exc:  # a login answering with a token error: nothing sensible to do now
+        raise RetryLater(RetryKind.PROVIDER_UNAVAILABLE, f"PBX login failed (errno {exc})") from None
 
 
 PROVIDER = PbxProvider()
