@@ -447,6 +447,7 @@ class MotoAws:
         host, port = self._server.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
         _quiet_moto()
+        _make_dynamodb_writes_atomic()
 
     @property
     def port(self) -> int:
@@ -490,6 +491,31 @@ class MotoAws:
             LOG.warning("moto reset failed; its in-memory state may leak into a later stack")
         self._server.stop()
         self._server = None
+
+
+_DYNAMODB_WRITE_LOCK = threading.RLock()
+
+
+def _make_dynamodb_writes_atomic() -> None:
+    """Serialise moto's DynamoDB writes, as DynamoDB itself makes each conditional write atomic.
+
+    moto serves requests in threads and evaluates a ConditionExpression and then writes without
+    a lock, so two concurrent conditional writes can both succeed; the ledger's claim relies on
+    exactly that not happening. Patched once per process, idempotently.
+    """
+    from moto.dynamodb.models import DynamoDBBackend
+
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+        method = getattr(DynamoDBBackend, name)
+        if getattr(method, "_callvault_atomic", False):
+            continue
+
+        def atomic(*args: Any, __method: Any = method, **kwargs: Any) -> Any:
+            with _DYNAMODB_WRITE_LOCK:
+                return __method(*args, **kwargs)
+
+        atomic._callvault_atomic = True  # type: ignore[attr-defined]
+        setattr(DynamoDBBackend, name, atomic)
 
 
 class _DropUnsupportedResourceNotes(logging.Filter):

@@ -153,7 +153,8 @@ class Fetcher:
                     "call-time": job.call_time,
                 },
             )
-        self._ledger.mark_stored(claim, stored)
+        if not self._ledger.mark_stored(claim, stored):
+            logger.warning("lease lost while storing; another delivery owns the record", extra={"key": key})
         logger.info(
             "recording archived",
             extra={"job": job.identity, "key": key, "size": stored.size, "sha256": stored.sha256},

@@ -2,7 +2,8 @@
 
 Item key: ``pk = CALL#{source_id}#{call_id}``, ``sk = FILE#{file_name}`` (``FILE#*`` for a call
 whose files are not known yet). Status moves DOWNLOADING → STORED, or → RETRY_SCHEDULED and
-back, or → FAILED (written by the retry workflow when it gives up).
+back, or → FAILED (when the fetcher gives up it records FAILED at once and hands the job to the
+retry workflow, which writes FAILED again, idempotently, and notifies operators).
 
 A fetch first *claims* the item with a conditional write and a lease: of two deliveries of
 the same job only one downloads, and a STORED file is never downloaded again.
@@ -88,8 +89,19 @@ class RecordingLedger:
             return Claim(key, "", ClaimOutcome.ALREADY_STORED if stored else ClaimOutcome.IN_PROGRESS)
         return Claim(key, lease_id, ClaimOutcome.CLAIMED)
 
-    def mark_stored(self, claim: Claim, stored: StoredObject) -> None:
+    def mark_stored(self, claim: Claim, stored: StoredObject) -> bool:
+        """Record the stored object; False if the lease was lost meanwhile (it expired during a
+        very slow transfer and another delivery took the file over: its record wins)."""
         now = iso(utc_now())
+        try:
+            self._record_stored(claim, stored, now)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            return False
+        return True
+
+    def _record_stored(self, claim: Claim, stored: StoredObject, now: str) -> None:
         self._update(
             claim.key,
             set_values={

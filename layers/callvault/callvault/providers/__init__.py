@@ -7,10 +7,13 @@ how to turn a job into downloads at fetch time.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+
+from callvault.errors import BadRequest
 
 if TYPE_CHECKING:
     from callvault.http import HttpClients
@@ -83,6 +86,21 @@ class Provider(Protocol):
         ...
 
 
+def json_events(body: bytes, shape: str) -> list[dict[str, Any]]:
+    """A webhook body as a list of JSON objects: one object, or a list of them (providers batch).
+
+    ``shape`` says what the provider sends, for the 400 message when the body is something else.
+    """
+    try:
+        document = json.loads(body.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest(f"body is not JSON: {exc}") from None
+    events = document if isinstance(document, list) else [document]
+    if not events or not all(isinstance(event, dict) for event in events):
+        raise BadRequest(f"body must be {shape}")
+    return events
+
+
 def provider_named(name: str) -> Provider | None:
     """The provider implementation registered under ``name``."""
     from callvault.providers import ccc, dypls, pbx
@@ -98,5 +116,6 @@ __all__ = [
     "Provider",
     "ProviderRuntime",
     "WebhookReply",
+    "json_events",
     "provider_named",
 ]

@@ -7,13 +7,17 @@ the hosts their signed download links may point at, and the read timeout.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import requests
+
 from callvault.errors import ConfigError
-from callvault.http import DEFAULT_READ_TIMEOUT
-from callvault.providers.alibaba_rpc import RpcCredentials
+from callvault.http import DEFAULT_READ_TIMEOUT, ResponseStream
+from callvault.providers.alibaba_rpc import AlibabaRpcClient, RpcCredentials
+from callvault.signed_download import open_signed_url
 
 ACCESS_FIELDS = frozenset(
     {
@@ -37,6 +41,20 @@ class RpcAccess:
     region: str | None
     download_hosts: tuple[str, ...]
     read_timeout_seconds: float
+
+    def client(self, version: str, http: requests.Session) -> AlibabaRpcClient:
+        return AlibabaRpcClient(
+            self.endpoint,
+            version,
+            self.credentials,
+            http,
+            region_id=self.region,
+            read_timeout=self.read_timeout_seconds,
+        )
+
+    def open_link(self, http: requests.Session, url: str) -> AbstractContextManager[ResponseStream]:
+        """Open a signed recording link of this source (host-checked, streamed)."""
+        return open_signed_url(http, url, allowed_hosts=self.download_hosts, read_timeout=self.read_timeout_seconds)
 
 
 def parse_rpc_access(raw: Mapping[str, Any], *, where: str, default_endpoint: str) -> RpcAccess:

@@ -14,7 +14,6 @@ not-ready window that means "try again later", after it the recording is reporte
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,10 +22,9 @@ from typing import Any
 
 from callvault.errors import BadRequest, ConfigError, FetchError, PermanentFailure
 from callvault.models import WHOLE_CALL, FetchJob
-from callvault.providers import InboundRequest, PendingDownload, ProviderRuntime, WebhookReply
+from callvault.providers import InboundRequest, PendingDownload, ProviderRuntime, WebhookReply, json_events
 from callvault.providers.alibaba_rpc import AlibabaRpcClient, RpcError, classify, strip_url_quotes
 from callvault.providers.aliyun_access import ACCESS_FIELDS, RpcAccess, parse_rpc_access
-from callvault.signed_download import open_signed_url
 from callvault.sources import Source
 from callvault.timefmt import iso, utc_now
 
@@ -111,13 +109,7 @@ class CccProvider:
         return _parse_settings(raw, where=where)
 
     def parse_webhook(self, source: Source, request: InboundRequest) -> WebhookReply:
-        try:
-            document = json.loads(request.body.decode("utf-8-sig"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise BadRequest(f"body is not JSON: {exc}") from None
-        events = document if isinstance(document, list) else [document]
-        if not events or not all(isinstance(event, dict) for event in events):
-            raise BadRequest("body must be a JSON object (one event) or a list of them")
+        events = json_events(request.body, "a JSON object (one event) or a list of them")
         jobs: list[FetchJob] = []
         skipped = 0
         for event in events:
@@ -166,31 +158,11 @@ class CccProvider:
         settings: CccSettings = source.settings
         access = settings.access
         http = runtime.http.session(source.id)
-        client = AlibabaRpcClient(
-            access.endpoint,
-            settings.api_version,
-            access.credentials,
-            http,
-            region_id=access.region,
-            read_timeout=access.read_timeout_seconds,
-        )
         try:
-            links = self._links(client, settings, job)
+            links = self._links(access.client(settings.api_version, http), settings, job)
         except RpcError as error:
             raise self._classified(error, settings, job) from None
-        return [
-            PendingDownload(
-                file_name=file_name,
-                open=partial(
-                    open_signed_url,
-                    http,
-                    url,
-                    allowed_hosts=access.download_hosts,
-                    read_timeout=access.read_timeout_seconds,
-                ),
-            )
-            for file_name, url in links
-        ]
+        return [PendingDownload(file_name, partial(access.open_link, http, url)) for file_name, url in links]
 
     def _links(self, client: AlibabaRpcClient, settings: CccSettings, job: FetchJob) -> list[tuple[str, str]]:
         contact_id = job.locator.get("contact_id", job.call_id)

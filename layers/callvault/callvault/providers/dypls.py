@@ -17,7 +17,6 @@ older doc says 14): past ``retention_days`` a job fails explicitly instead of re
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,10 +28,9 @@ from zoneinfo import ZoneInfo
 from callvault.errors import BadRequest, ConfigError
 from callvault.models import WHOLE_CALL, FetchJob
 from callvault.observability import logger
-from callvault.providers import InboundRequest, PendingDownload, ProviderRuntime, WebhookReply
-from callvault.providers.alibaba_rpc import AlibabaRpcClient, RpcError, classify, strip_url_quotes
+from callvault.providers import InboundRequest, PendingDownload, ProviderRuntime, WebhookReply, json_events
+from callvault.providers.alibaba_rpc import RpcError, classify, strip_url_quotes
 from callvault.providers.aliyun_access import ACCESS_FIELDS, RpcAccess, parse_rpc_access
-from callvault.signed_download import open_signed_url
 from callvault.sources import Source
 from callvault.timefmt import format_wall_clock, iso, parse_wall_clock, utc_now
 
@@ -103,13 +101,7 @@ class DyplsProvider:
         return _parse_settings(raw, where=where)
 
     def parse_webhook(self, source: Source, request: InboundRequest) -> WebhookReply:
-        try:
-            document = json.loads(request.body.decode("utf-8-sig"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise BadRequest(f"body is not JSON: {exc}") from None
-        records = document if isinstance(document, list) else [document]
-        if not records or not all(isinstance(record, dict) for record in records):
-            raise BadRequest("body must be a JSON array of receipt records")
+        records = json_events(request.body, "a JSON array of receipt records")
         jobs: list[FetchJob] = []
         skipped = 0
         problems: list[str] = []
@@ -166,14 +158,7 @@ class DyplsProvider:
         settings: DyplsSettings = source.settings
         access = settings.access
         http = runtime.http.session(source.id)
-        client = AlibabaRpcClient(
-            access.endpoint,
-            API_VERSION,
-            access.credentials,
-            http,
-            region_id=access.region,
-            read_timeout=access.read_timeout_seconds,
-        )
+        client = access.client(API_VERSION, http)
         params = {
             "CallId": job.locator["call_id"],
             "CallTime": job.locator["call_time"],
@@ -188,18 +173,7 @@ class DyplsProvider:
         except RpcError as error:
             raise classify(error, not_ready=NOT_READY_CODES, permanent_hints=PERMANENT_HINTS) from None
         file_name = urlsplit(url).path.rsplit("/", 1)[-1] or f"{job.call_id}.mp3"
-        return [
-            PendingDownload(
-                file_name=file_name,
-                open=partial(
-                    open_signed_url,
-                    http,
-                    url,
-                    allowed_hosts=access.download_hosts,
-                    read_timeout=access.read_timeout_seconds,
-                ),
-            )
-        ]
+        return [PendingDownload(file_name, partial(access.open_link, http, url))]
 
 
 PROVIDER = DyplsProvider()

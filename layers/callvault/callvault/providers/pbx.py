@@ -34,6 +34,7 @@ from callvault.providers import (
     PendingDownload,
     ProviderRuntime,
     WebhookReply,
+    json_events,
 )
 from callvault.sources import Source
 from callvault.timefmt import iso, parse_wall_clock, utc_now
@@ -340,13 +341,7 @@ class PbxProvider:
         return _parse_settings(raw, where=where)
 
     def parse_webhook(self, source: Source, request: InboundRequest) -> WebhookReply:
-        try:
-            document = json.loads(request.body.decode("utf-8-sig"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise BadRequest(f"body is not JSON: {exc}") from None
-        reports = document if isinstance(document, list) else [document]
-        if not reports or not all(isinstance(r, dict) for r in reports):
-            raise BadRequest("body must be a JSON object (a PBX event report) or a list of them")
+        reports = json_events(request.body, "a JSON object (a PBX event report) or a list of them")
         jobs: list[FetchJob] = []
         skipped = 0
         for report in reports:
