@@ -84,3 +84,29 @@ def test_sources_file_errors_name_the_file(tmp_path: Path) -> None:
 
 def test_the_shipped_local_sources_file_is_valid(root: Path) -> None:
     assert [raw["id"] for raw in load_sources_file(root / "local" / "sources.yaml")]
+
+
+def test_the_directory_reads_sources_from_secrets_manager_and_remembers_unknown_ids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+
+    import boto3
+    from moto import mock_aws
+
+    from callvault.errors import SourceNotFound
+    from callvault.sources import SourceDirectory
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        client = boto3.client("secretsmanager", region_name="us-east-1")
+        directory = SourceDirectory(client, "callvault/dev/sources/", ttl_seconds=60)
+        with pytest.raises(SourceNotFound):
+            directory.get("office-pbx")
+
+        client.create_secret(Name="callvault/dev/sources/office-pbx", SecretString=json.dumps(pbx_source_document()))
+
+        with pytest.raises(SourceNotFound):  # junk ids cost one read per TTL, not one per request
+            directory.get("office-pbx")
+        assert SourceDirectory(client, "callvault/dev/sources/").get("office-pbx").id == "office-pbx"
+        assert [s.id for s in SourceDirectory(client, "callvault/dev/sources/").of_provider("pbx")[0]] == ["office-pbx"]

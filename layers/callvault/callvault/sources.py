@@ -25,6 +25,7 @@ from callvault.errors import ConfigError, SourceNotFound
 SOURCE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MIN_TOKEN_LENGTH = 16
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
+MAX_UNKNOWN_CACHED = 1024
 COMMON_FIELDS = {
     "id",
     "provider",
@@ -177,6 +178,9 @@ class SourceDirectory:
         self._prefix = prefix
         self._ttl = ttl_seconds
         self._cache: dict[str, tuple[float, Source]] = {}
+        # Unknown ids are remembered too, so junk requests do not each cost a Secrets Manager read;
+        # bounded, because the ids come from unauthenticated callers.
+        self._unknown: dict[str, float] = {}
 
     def get(self, source_id: str) -> Source:
         """The source with this id, or ``SourceNotFound``; a malformed secret is a ConfigError."""
@@ -186,6 +190,8 @@ class SourceDirectory:
         now = time.monotonic()
         if cached and now - cached[0] < self._ttl:
             return cached[1]
+        if now - self._unknown.get(source_id, -self._ttl) < self._ttl:
+            raise SourceNotFound(f"unknown source {source_id!r}")
         try:
             reply = self._client.get_secret_value(SecretId=f"{self._prefix}{source_id}")
         except (
@@ -193,6 +199,9 @@ class SourceDirectory:
             # A deleted secret is "scheduled for deletion" for a while and answers this instead.
             self._client.exceptions.InvalidRequestException,
         ):
+            if len(self._unknown) >= MAX_UNKNOWN_CACHED:
+                self._unknown.clear()
+            self._unknown[source_id] = now
             raise SourceNotFound(f"unknown source {source_id!r}") from None
         try:
             raw = json.loads(reply["SecretString"])
