@@ -447,7 +447,7 @@ class MotoAws:
         host, port = self._server.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
         _quiet_moto()
-        _make_dynamodb_writes_atomic()
+        _make_dynamodb_item_operations_atomic()
 
     @property
     def port(self) -> int:
@@ -493,25 +493,27 @@ class MotoAws:
         self._server = None
 
 
-_DYNAMODB_WRITE_LOCK = threading.RLock()
+_DYNAMODB_ITEM_LOCK = threading.RLock()
 
 
-def _make_dynamodb_writes_atomic() -> None:
-    """Serialise moto's DynamoDB writes, as DynamoDB itself makes each conditional write atomic.
+def _make_dynamodb_item_operations_atomic() -> None:
+    """Serialise moto's DynamoDB item operations, as DynamoDB makes each write atomic.
 
-    moto serves requests in threads and evaluates a ConditionExpression and then writes without
-    a lock, so two concurrent conditional writes can both succeed; the ledger's claim relies on
-    exactly that not happening. Patched once per process, idempotently.
+    moto serves requests in threads, evaluates a ConditionExpression and then writes without a
+    lock (two concurrent conditional writes can both succeed: the ledger's claim relies on that
+    never happening), and applies an update in place, action by action (a concurrent read can
+    see half an item). Patched once per process, idempotently.
     """
     from moto.dynamodb.models import DynamoDBBackend
 
-    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+    operations = ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item")
+    for name in (*operations, "get_item", "query", "scan", "batch_get_item"):
         method = getattr(DynamoDBBackend, name)
         if getattr(method, "_callvault_atomic", False):
             continue
 
         def atomic(*args: Any, __method: Any = method, **kwargs: Any) -> Any:
-            with _DYNAMODB_WRITE_LOCK:
+            with _DYNAMODB_ITEM_LOCK:
                 return __method(*args, **kwargs)
 
         atomic._callvault_atomic = True  # type: ignore[attr-defined]
