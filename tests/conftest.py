@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,17 @@ def pbx_source_document(**overrides: Any) -> dict[str, Any]:
     }
     document.update(overrides)
     return document
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """True once ``condition()`` holds. Simulators count a download after its last write, which
+    the client can see before the server thread has counted it."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 @pytest.fixture

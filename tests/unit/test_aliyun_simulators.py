@@ -34,6 +34,7 @@ from local.simulators.aliyun import (
 from local.simulators.ccc import CccCall
 from local.simulators.dypls import DyplsCall
 from local.simulators.wav import wav_info
+from tests.conftest import eventually
 
 KEY_ID = "LTAI5tUnitTestKey0000001"
 SECRET = "unit-test-secret"
@@ -484,6 +485,7 @@ def test_oss_faults_truncate_5xx_and_slow(ccc: CccSimulator) -> None:
     t0 = time.monotonic()
     assert sha256(requests.get(url, timeout=5).content) == f.sha256
     assert time.monotonic() - t0 >= 0.3
+    assert eventually(lambda: "downloads_ok" in ccc.oss.counters)
     counters = ccc.oss.counters
     assert counters["downloads_truncated"] == 1 and counters["fault:error_5xx"] == 1 and counters["downloads_ok"] == 1
 
