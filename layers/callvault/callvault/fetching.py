@@ -137,7 +137,7 @@ class Fetcher:
         return claim
 
     def _store(self, job: FetchJob, download: PendingDownload, claim: Claim) -> StoredObject:
-        key = recording_key(job.source_id, job.call_time, job.call_id, download.file_name)
+        key = claim.s3_key
         with download.open() as stream:
             stored = upload_stream(
                 self._s3,

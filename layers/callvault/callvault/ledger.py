@@ -41,6 +41,7 @@ class Claim:
     key: dict[str, str]
     lease_id: str
     outcome: ClaimOutcome
+    s3_key: str
 
 
 def ledger_key(job: FetchJob, file_name: str | None = None) -> dict[str, str]:
@@ -86,8 +87,8 @@ class RecordingLedger:
                 raise
             current = self.get(key) or {}
             stored = current.get("status") == Status.STORED.value
-            return Claim(key, "", ClaimOutcome.ALREADY_STORED if stored else ClaimOutcome.IN_PROGRESS)
-        return Claim(key, lease_id, ClaimOutcome.CLAIMED)
+            return Claim(key, "", ClaimOutcome.ALREADY_STORED if stored else ClaimOutcome.IN_PROGRESS, s3_key)
+        return Claim(key, lease_id, ClaimOutcome.CLAIMED, s3_key)
 
     def mark_stored(self, claim: Claim, stored: StoredObject) -> bool:
         """Record the stored object; False if the lease was lost meanwhile (it expired during a
