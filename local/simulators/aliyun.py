@@ -649,7 +649,21 @@ class AliyunRpcSimulator(LoopbackHttpSimulator):
         for key, value in pairs:
             params.setdefault(key, value)
         fmt = params.get("Format", "XML")
-        status, code = 200, "OK"
+
+        def log(status: int, code: str) -> None:
+            # Logged before the reply is written: a client holding its answer finds its request here.
+            entry = RpcLogEntry(
+                method=method,
+                action=params.get("Action", ""),
+                version=params.get("Version", ""),
+                access_key_id=params.get("AccessKeyId", ""),
+                status=status,
+                code=code,
+                params=tuple(sorted((k, v) for k, v in params.items() if k not in _SECRET_PARAMS)),
+            )
+            with self._lock:
+                self._request_log.append(entry)
+
         try:
             if fmt not in ("JSON", "XML"):
                 fmt = "JSON"
@@ -666,27 +680,16 @@ class AliyunRpcSimulator(LoopbackHttpSimulator):
             code = str(body.get("Code", "OK"))
             if code != "OK":
                 self._count(f"error:{code}")  # business errors answered with HTTP 200 (Dyplsapi)
+            log(200, code)
             self._reply(h, 200, body, fmt, f"{ctx.action}Response", request_id)
         except RpcError as err:
-            status, code = err.status, err.code
             self._count(f"error:{err.code}")
+            log(err.status, err.code)
             self._reply_error(h, err, fmt, request_id)
         except _RawReply as raw:
-            status, code = raw.status, f"HTTP{raw.status}"
+            log(raw.status, f"HTTP{raw.status}")
             h.send_bytes(raw.status, raw.body, raw.content_type, [("Connection", "close")])
             h.close_connection = True
-        finally:
-            entry = RpcLogEntry(
-                method=method,
-                action=params.get("Action", ""),
-                version=params.get("Version", ""),
-                access_key_id=params.get("AccessKeyId", ""),
-                status=status,
-                code=code,
-                params=tuple(sorted((k, v) for k, v in params.items() if k not in _SECRET_PARAMS)),
-            )
-            with self._lock:
-                self._request_log.append(entry)
 
     def _verify(self, method: str, params: Mapping[str, str], request_id: str) -> RpcContext:
         """The gateway's checks, in the gateway's order; returns the verified context."""

@@ -1251,20 +1251,29 @@ class PbxSimulator:
             h.send_header("Connection", "close")
         h.end_headers()
         view = memoryview(data)
+        # A complete download is counted before its last bytes go out: a client that has read
+        # them must find it counted (the server thread could otherwise count it later).
+        counted = False
         try:
             for offset in range(0, limit, _CHUNK):
+                if trunc is None and offset + _CHUNK >= limit:
+                    self._count(ok_counter)
+                    counted = True
                 h.wfile.write(view[offset : min(offset + _CHUNK, limit)])
+            if trunc is None and not counted:
+                self._count(ok_counter)  # an empty body
+                counted = True
             h.wfile.flush()
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             h.close_connection = True
+            if counted:
+                self._count(ok_counter, -1)
             self._count("downloads_aborted")
             return
         if trunc is not None:
             # Content-Length promised more: closing now is what makes the client see a short read.
             h.close_connection = True
             self._count("downloads_truncated")
-            return
-        self._count(ok_counter)
 
 
 # --------------------------------------------------------------------------- CLI

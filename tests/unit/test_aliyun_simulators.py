@@ -13,7 +13,7 @@ import json
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from unittest import mock
@@ -107,15 +107,22 @@ def xml_error(resp: requests.Response) -> dict[str, str]:
     return {child.tag: child.text or "" for child in root}
 
 
+def frozen_clock() -> Callable[[], float]:
+    """A clock that moves only by ``advance_time``: expiry checks must not depend on how fast
+    the machine runs the test (a link valid one day is checked one second before the day is up)."""
+    start = float(int(time.time()))
+    return lambda: start
+
+
 @pytest.fixture
 def ccc() -> Iterator[CccSimulator]:
-    with CccSimulator(instance_id="ccc-unit", credentials=CREDS, not_ready_seconds=0) as sim:
+    with CccSimulator(instance_id="ccc-unit", credentials=CREDS, not_ready_seconds=0, clock=frozen_clock()) as sim:
         yield sim
 
 
 @pytest.fixture
 def dypls() -> Iterator[DyplsSimulator]:
-    with DyplsSimulator(credentials=CREDS, pool_keys={"FC123456"}, not_ready_seconds=0) as sim:
+    with DyplsSimulator(credentials=CREDS, pool_keys={"FC123456"}, not_ready_seconds=0, clock=frozen_clock()) as sim:
         yield sim
 
 
