@@ -932,14 +932,17 @@ class Scheduler:
         """Invoke one schedule's function now; return its result."""
         return self._runner.invoke(spec.function_id, scheduled_event(spec, self._region, self._account))
 
-    def run_all_now(self) -> dict[str, Any]:
-        """Fire every schedule once in the caller's thread; return each result by event id.
+    def run_all_now(self, function_id: str | None = None) -> dict[str, Any]:
+        """Fire every schedule (of ``function_id`` only, if given) once in the caller's thread;
+        return each result by event id.
 
         Like EventBridge, one failing target does not stop the others: a handler's exception
         is logged, recorded in the runner's invocations and returned as that schedule's value.
         """
         results: dict[str, Any] = {}
         for spec in self.specs:
+            if function_id is not None and spec.function_id != function_id:
+                continue
             try:
                 results[spec.event_id] = self.fire(spec)
             except Exception as error:

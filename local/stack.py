@@ -38,6 +38,7 @@ import yaml
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from local.lambda_api import LambdaApiServer
 from local.runtime import (
     DEFAULT_ACCOUNT,
     FunctionRunner,
@@ -612,6 +613,7 @@ class LocalStack:
         self.aws = MotoAws(aws_port, region)
         self.runner: FunctionRunner | None = None
         self.http: HttpApiServer | None = None
+        self.lambda_api: LambdaApiServer | None = None
         self.pollers: list[QueuePoller] = []
         self.scheduler: Scheduler | None = None
         self.functions: dict[str, FunctionSpec] = {}
@@ -638,7 +640,7 @@ class LocalStack:
         self.stop()
 
     def start(self) -> LocalStack:
-        """Start moto, deploy the template, load the handlers and start HTTP, pollers and timers."""
+        """Start moto, deploy the template, load the handlers and start HTTP, the Lambda API, pollers and timers."""
         sam_template = load_template(self.template_path)
         if self.sources_file is not None and not self.sources_file.is_file():
             raise LocalStackError(f"sources file not found: {self.sources_file}")
@@ -665,6 +667,7 @@ class LocalStack:
         # Sources first: a provider calling in before they exist would get 404s.
         self._publish_sources_file()
         self.http.start(self.runner)
+        self.lambda_api = self._start_lambda_api()
         self._start_event_sources()
         self.state = self._build_state()
         self._write_state_file()
@@ -677,6 +680,17 @@ class LocalStack:
         except OSError as error:
             raise LocalStackError(f"cannot listen on 127.0.0.1:{self._http_port}: {error.strerror or error}") from error
 
+    def _start_lambda_api(self) -> LambdaApiServer:
+        """The local Lambda Invoke endpoint (moto cannot invoke), serving the loaded handlers."""
+        assert self.runner is not None
+        functions = {spec.arn: logical_id for logical_id, spec in self.functions.items()}
+        try:
+            server = LambdaApiServer(functions, self.region, self._account())
+        except OSError as error:
+            raise LocalStackError(f"cannot listen for the Lambda API: {error.strerror or error}") from error
+        server.start(self.runner)
+        return server
+
     def _load_handlers(self) -> None:
         """Import the handler modules; an import error is a one-line startup error."""
         assert self.runner is not None
@@ -687,7 +701,7 @@ class LocalStack:
             raise LocalStackError(f"cannot import a handler: {type(error).__name__}: {_one_line(error)}") from error
 
     def stop(self) -> None:
-        """Stop timers, pollers, HTTP and moto; restore the environment. Safe to call twice."""
+        """Stop timers, pollers, HTTP, the Lambda API and moto; restore the environment. Safe to call twice."""
         if self.scheduler is not None:
             self.scheduler.stop()
             self.scheduler = None
@@ -699,6 +713,9 @@ class LocalStack:
         if self.http is not None:
             self.http.stop()
             self.http = None
+        if self.lambda_api is not None:
+            self.lambda_api.stop()
+            self.lambda_api = None
         self.aws.stop()
         if self.runner is not None:
             self.runner.unload_handlers()
@@ -1032,11 +1049,12 @@ class LocalStack:
 
     def _build_state(self) -> dict[str, Any]:
         """The state file content: endpoints plus the stack outputs demo and tests need."""
-        assert self.http is not None
+        assert self.http is not None and self.lambda_api is not None
         state: dict[str, Any] = {
             "webhook_base_url": self.http.base_url,
             "webhook_url_template": f"{self.http.base_url}/webhooks/{{source_id}}",
             "aws_endpoint_url": self.aws.endpoint_url,
+            "lambda_endpoint_url": self.lambda_api.endpoint_url,
             "region": self.region,
             "stack_name": self.stack_name,
             "outputs": {key: self._localise(value) for key, value in self.outputs.items()},
@@ -1062,11 +1080,12 @@ class LocalStack:
             raise RuntimeError("the stack is not running")
         return self.runner.invoke(logical_id, event)
 
-    def run_schedules_now(self) -> dict[str, Any]:
-        """Fire every timer once, synchronously; return each schedule's result (or exception)."""
+    def run_schedules_now(self, function_id: str | None = None) -> dict[str, Any]:
+        """Fire every timer (of one function, if given) once, synchronously; return each
+        schedule's result (or exception)."""
         if self.scheduler is None:
             raise RuntimeError("the stack is not running")
-        return self.scheduler.run_all_now()
+        return self.scheduler.run_all_now(function_id)
 
     def wait_idle(self, timeout: float = 30.0, settle: float = 0.2) -> None:
         """Block until queues are drained, no handler runs and no execution is RUNNING.
@@ -1094,6 +1113,8 @@ class LocalStack:
         reasons: list[str] = []
         if self.runner is not None and self.runner.in_flight:
             reasons.append(f"{self.runner.in_flight} invocation(s) in flight")
+        if self.lambda_api is not None and self.lambda_api.pending:
+            reasons.append(f"{self.lambda_api.pending} Event invocation(s) through the Lambda API pending")
         if self.scheduler is not None and self.scheduler.startup_pending:
             reasons.append("start-up timers not yet run")
         reasons.extend(self._busy_queues())

@@ -15,13 +15,17 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import requests
 import yaml
+from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from local.runtime import (
     HttpRoute,
@@ -31,6 +35,7 @@ from local.runtime import (
     parse_rate_seconds,
 )
 from local.stack import LocalStack, LocalStackError, load_template, substitute_definition
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -52,6 +57,18 @@ def ledger_items(stack: LocalStack, prefix: str) -> dict[str, dict[str, Any]]:
     table = stack.state["table"]
     items = stack.client("dynamodb").scan(TableName=table)["Items"]
     return {item["pk"]["S"]: item for item in items if item["pk"]["S"].startswith(prefix)}
+
+
+def lambda_client(stack: LocalStack) -> Any:
+    """A boto3 Lambda client as an operator tool builds it, pointed at the local Lambda API."""
+    return boto3.client(
+        "lambda",
+        endpoint_url=stack.state["lambda_endpoint_url"],
+        region_name=stack.region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"max_attempts": 1}),
+    )
 
 
 def queue_depth(stack: LocalStack, queue_url: str) -> int:
@@ -194,6 +211,7 @@ class TestMiniStack:
         assert base.startswith("http://127.0.0.1:")
         assert state["webhook_url_template"] == base + "/webhooks/{source_id}"
         assert state["aws_endpoint_url"] == os.environ["AWS_ENDPOINT_URL"]
+        assert state["lambda_endpoint_url"].startswith("http://127.0.0.1:")
         assert (state["region"], state["stack_name"]) == ("us-east-1", "mini-local")
         outputs = state["outputs"]
         assert state["bucket"] == outputs["RecordingsBucketName"]
@@ -396,6 +414,81 @@ class TestMiniStack:
         with pytest.raises(KeyError):
             stack.invoke("NoSuchFunction", {})
 
+    def test_lambda_invoke_by_name_or_arn_returns_the_handler_result(self, stack: LocalStack) -> None:
+        # Given the echo function's name, full ARN and partial ARN
+        client = lambda_client(stack)
+        spec = stack.functions["HttpEchoFunction"]
+        partial = spec.arn.split(":", 4)[4]  # 123456789012:function:name
+        event = {"rawPath": "/via-lambda", "queryStringParameters": {"shape": "plain"}}
+        for function_name, qualifier in [(spec.name, None), (spec.arn, None), (partial, "$LATEST")]:
+            extra = {"Qualifier": qualifier} if qualifier else {}
+            # When an operator tool invokes it synchronously
+            reply = client.invoke(FunctionName=function_name, Payload=json.dumps(event).encode(), **extra)
+            # Then the handler's return value comes back as the payload, as from Lambda
+            assert (reply["StatusCode"], reply["ExecutedVersion"]) == (200, "$LATEST"), function_name
+            assert "FunctionError" not in reply
+            assert json.loads(reply["Payload"].read()) == {"echo": "/via-lambda"}
+
+    def test_lambda_invoke_reports_a_raising_handler_as_unhandled(self, stack: LocalStack) -> None:
+        reply = lambda_client(stack).invoke(
+            FunctionName=stack.functions["TickerFunction"].name, Payload=json.dumps({"raise": "asked to"}).encode()
+        )
+        # A function error is no API error: 200, flagged by a header, the runtime's error object as payload
+        assert (reply["StatusCode"], reply["FunctionError"]) == (200, "Unhandled")
+        error = json.loads(reply["Payload"].read())
+        assert (error["errorType"], error["errorMessage"]) == ("ValueError", "asked to")
+        # The trace starts in the handler, as the Python runtime leaves its bootstrap out
+        assert "ticker/app.py" in error["stackTrace"][0] and "raise ValueError" in error["stackTrace"][-1]
+
+    def test_lambda_invoke_of_an_unknown_function_or_version_is_not_found(self, stack: LocalStack) -> None:
+        client = lambda_client(stack)
+        with pytest.raises(client.exceptions.ResourceNotFoundException) as missing:
+            client.invoke(FunctionName="NoSuchFunction", Payload=b"{}")
+        account = stack.functions["HttpEchoFunction"].arn.split(":")[4]
+        expected = f"Function not found: arn:aws:lambda:us-east-1:{account}:function:NoSuchFunction"
+        assert missing.value.response["Error"]["Message"] == expected
+        assert missing.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+        with pytest.raises(client.exceptions.ResourceNotFoundException):
+            client.invoke(FunctionName=stack.functions["HttpEchoFunction"].name, Qualifier="1", Payload=b"{}")
+
+    def test_lambda_event_invocation_answers_202_and_runs_in_the_background(self, stack: LocalStack) -> None:
+        # Given an asynchronous invocation whose handler fails
+        marker = f"event-{uuid.uuid4()}"
+        reply = lambda_client(stack).invoke(
+            FunctionName=stack.functions["TickerFunction"].name,
+            InvocationType="Event",
+            Payload=json.dumps({"raise": marker}).encode(),
+        )
+        # Then the caller only learns it was accepted
+        assert reply["StatusCode"] == 202 and reply["Payload"].read() == b""
+        assert "FunctionError" not in reply
+
+        # And the handler ran in the background, its failure recorded (not reported to the caller)
+        def failed_run() -> bool:
+            return any(marker in (record.error or "") for record in stack.runner.errors)  # type: ignore[union-attr]
+
+        assert eventually(failed_run, timeout=30)
+        stack.wait_idle(10)
+
+    def test_lambda_api_rejects_what_lambda_rejects(self, stack: LocalStack) -> None:
+        client = lambda_client(stack)
+        name = stack.functions["HttpEchoFunction"].name
+
+        def echo_invocations() -> int:
+            return sum(r.function_id == "HttpEchoFunction" for r in stack.runner.invocations)  # type: ignore[union-attr]
+
+        before = echo_invocations()
+        assert client.invoke(FunctionName=name, InvocationType="DryRun", Payload=b"{}")["StatusCode"] == 204
+        with pytest.raises(client.exceptions.InvalidRequestContentException):
+            client.invoke(FunctionName=name, Payload=b"{not json")
+        with pytest.raises(ClientError) as too_large:
+            client.invoke(FunctionName=name, Payload=json.dumps("x" * (6 * 1024 * 1024)).encode())
+        assert too_large.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
+        assert too_large.value.response["Error"]["Code"] == "RequestEntityTooLargeException"
+        other = requests.get(stack.state["lambda_endpoint_url"] + "/2015-03-31/functions", timeout=10)
+        assert other.status_code == 404 and other.json()["message"]
+        assert echo_invocations() == before
+
 
 # ------------------------------------------------------------------------------------------
 # The real template
@@ -411,18 +504,24 @@ def test_real_template_runs_locally(tmp_path: Path) -> None:
         state_file=tmp_path / "state.json",
         run_schedules=False,
     ) as stack:
-        # Then the three functions run from their source directories with the core layer
-        assert set(stack.functions) == {"WebhookFunction", "FetcherFunction", "PbxSessionKeeperFunction"}
+        # Then the four functions run from their source directories with the core layer
+        assert set(stack.functions) == {
+            "WebhookFunction",
+            "FetcherFunction",
+            "PbxSessionKeeperFunction",
+            "ReconcilerFunction",
+        }
         for spec in stack.functions.values():
             assert spec.layer_dirs == (ROOT / "layers" / "callvault",)
         assert [(r.method, r.path) for r in stack.routes] == [("POST", "/webhooks/{source_id}")]
-        (mapping,) = stack.queue_mappings
-        assert (mapping.function_id, mapping.batch_size, mapping.report_batch_item_failures) == (
-            "FetcherFunction",
-            1,
-            True,
-        )
-        assert [(s.function_id, s.interval_seconds) for s in stack.schedules] == [("PbxSessionKeeperFunction", 300)]
+        assert sorted((m.function_id, m.batch_size, m.report_batch_item_failures) for m in stack.queue_mappings) == [
+            ("FetcherFunction", 1, True),
+            ("ReconcilerFunction", 1, True),
+        ]
+        assert sorted((s.function_id, s.interval_seconds) for s in stack.schedules) == [
+            ("PbxSessionKeeperFunction", 300),
+            ("ReconcilerFunction", 300),
+        ]
         state = json.loads((tmp_path / "state.json").read_text())
         for key in ("bucket", "table", "queue_url", "dlq_url", "state_machine_arn", "alert_topic_arn"):
             assert state[key], key

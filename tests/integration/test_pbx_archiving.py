@@ -232,7 +232,7 @@ def test_the_session_keeper_logs_in_again_when_the_token_died(stack: LocalStack,
     pbx.simulator.expire_all_tokens()
     assert pbx.simulator.report_url is None
 
-    stack.run_schedules_now()
+    stack.run_schedules_now("PbxSessionKeeperFunction")
 
     assert pbx.simulator.report_url is not None and pbx.source_id in pbx.simulator.report_url
 

@@ -72,24 +72,38 @@ def test_bad_ccc_events_are_rejected_with_a_reason(event: dict[str, Any], messag
         CCC.parse_webhook(CCC_2017, request_with(CCC_2017, event))
 
 
-def test_a_dypls_batch_enqueues_exactly_the_recording_receipts() -> None:
+def test_a_dypls_batch_fetches_receipts_expects_answered_calls_and_notes_unanswered_ones() -> None:
     reply = DYPLS.parse_webhook(POOL, request_with(POOL, sample_event("dypls/receipts-mixed.json")))
 
     assert reply.body == {"code": 0, "msg": "接收成功"}
-    assert [job.call_id for job in reply.jobs] == [
+    receipt, report, mns_receipt, unanswered, last_receipt = reply.jobs
+    assert [job.call_id for job in (receipt, mns_receipt, last_receipt)] == [
         "66647243838006067251551752068865",
         "77747243838006067251551752069999",
         "99947243838006067251551752071111",
     ]
-    assert reply.skipped == 2  # the two call-ended reports wait for their recording receipts
-    first = reply.jobs[0]
-    assert first.locator == {
+    assert reply.skipped == 0
+    assert receipt.locator == {
         "call_id": "66647243838006067251551752068865",
         "call_time": "2019-03-05 10:14:28",  # epoch ms → Beijing wall-clock, as the API wants it
         "pool_key": "FC123456",
     }
-    assert first.give_up_at == "2019-04-04T10:14:28+08:00"  # 30 days of retention
-    assert reply.jobs[1].details == {"subs_id": "1000000820257626", "out_id": "order-4712"}  # MNS spelling
+    assert receipt.give_up_at == "2019-04-04T10:14:28+08:00"  # 30 days of retention
+    assert receipt.recording_confirmed and receipt.not_before is None and receipt.no_recording is None
+    assert mns_receipt.details == {"subs_id": "1000000820257626", "out_id": "order-4712"}  # MNS spelling
+    # The answered call's report: its recording is expected (the receipt may get lost).
+    assert report.call_id == receipt.call_id and report.locator == receipt.locator
+    assert report.not_before is not None and not report.recording_confirmed
+    # A call that was never answered has no recording to wait for.
+    assert unanswered.no_recording == "the call was not answered (no start_time): no recording"
+
+
+def test_dypls_pools_that_record_nothing_skip_call_reports() -> None:
+    source = parse_source(dypls_source_document(dypls={**dypls_source_document()["dypls"], "records_calls": False}))
+
+    reply = DYPLS.parse_webhook(source, request_with(source, sample_event("dypls/receipts-mixed.json")))
+
+    assert len(reply.jobs) == 3 and reply.skipped == 2
 
 
 def test_dypls_call_reports_can_be_enqueued_for_pools_without_recording_receipts() -> None:
@@ -101,6 +115,7 @@ def test_dypls_call_reports_can_be_enqueued_for_pools_without_recording_receipts
 
     assert len(reply.jobs) == 5 and reply.skipped == 0
     assert reply.jobs[1].locator["call_time"] == "2019-03-05 10:14:28"
+    assert reply.jobs[1].not_before is None and not reply.jobs[1].recording_confirmed  # fetched at once
 
 
 def test_one_bad_dypls_record_does_not_hold_back_the_good_ones() -> None:

@@ -402,6 +402,7 @@ def retry_workflow(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch):
             BillingMode="PAY_PER_REQUEST",
             AttributeDefinitions=table["AttributeDefinitions"],
             KeySchema=table["KeySchema"],
+            GlobalSecondaryIndexes=table["GlobalSecondaryIndexes"],
         )
         topic = sns.create_topic(Name="alerts")["TopicArn"]
         alerts = sqs.create_queue(QueueName="alerts")["QueueUrl"]

@@ -33,6 +33,13 @@ class Settings:
     # Only the fetcher and the session keeper get it (the webhook function cannot name its
     # own API in the template without a cycle); they read it through public_webhook_base_url.
     webhook_base_url: str = ""
+    # Only the reconciler uses it (it fans scheduled runs out through this queue).
+    reconcile_queue_url: str = ""
+
+    def reconcile_queue(self) -> str:
+        if not self.reconcile_queue_url:
+            raise ConfigError("environment variable RECONCILE_QUEUE_URL is not set")
+        return self.reconcile_queue_url
 
     def public_webhook_base_url(self) -> str:
         if not self.webhook_base_url:
@@ -75,6 +82,7 @@ class Settings:
             sources_secret_prefix=required("SOURCES_SECRET_PREFIX"),
             retry=retry,
             webhook_base_url=env.get("WEBHOOK_BASE_URL", "").strip().rstrip("/"),
+            reconcile_queue_url=env.get("RECONCILE_QUEUE_URL", "").strip(),
         )
 
 

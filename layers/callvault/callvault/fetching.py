@@ -1,6 +1,8 @@
 """One fetch attempt of one job: claim, resolve at the last moment, stream into S3, record.
 
 Every way an attempt can end is decided here:
+- a job that only leaves a note: the call is EXPECTED (its recording announcement is still
+  due) or has NO_RECORDING;
 - stored (ledger STORED with size and sha256), or skipped because it already was;
 - skipped because another delivery of the same job holds the lease right now;
 - a ``FetchError``: the ledger notes the reason and the retry workflow takes the job over
@@ -37,6 +39,7 @@ class FetchReport:
     already_stored: list[str] = field(default_factory=list)
     in_progress: list[str] = field(default_factory=list)
     handed_over: str | None = None  # the reason, when the retry workflow took the job
+    noted: str | None = None  # the status noted, for a job that fetches nothing
 
 
 class Fetcher:
@@ -63,6 +66,14 @@ class Fetcher:
         """One attempt. ``delivery_id`` names this delivery (the SQS message id): a redelivered
         message hands over to the retry workflow at most once."""
         report = FetchReport()
+        if job.no_recording:
+            self._ledger.note_no_recording(job, job.no_recording)
+            report.noted = Status.NO_RECORDING.value
+            return report
+        if job.not_before:
+            self._ledger.expect(job, job.not_before)
+            report.noted = Status.EXPECTED.value
+            return report
         failed_key = ledger_key(job)
         lease_id: str | None = None
         try:
@@ -165,6 +176,12 @@ class Fetcher:
         self, job: FetchJob, error: FetchError, key: dict[str, str], lease_id: str | None, delivery_id: str
     ) -> None:
         plan = plan_retry(job, error, self._retry, utc_now())
+        if plan.no_recording:
+            # Nothing said this call was recorded and the provider still has no recording:
+            # an outcome, not a failure (no workflow, no alert).
+            self._ledger.release(job, key, Status.NO_RECORDING, plan.reason, lease_id)
+            logger.info("call has no recording", extra={"job": job.identity, "reason": plan.reason})
+            return
         # Start the workflow before touching the ledger: if starting fails, the message is
         # redelivered and nothing was recorded as scheduled that is not.
         self._workflow.hand_over(job, plan, key, delivery_id)

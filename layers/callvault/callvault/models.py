@@ -15,6 +15,14 @@ from callvault.errors import ConfigError
 WHOLE_CALL = "*"
 
 
+# Who made a job: a provider's push (through the webhook), reconciliation (the provider's own
+# record of calls showed a recording the ledger lacked), or an operator (``callvault retry``).
+ORIGIN_PUSH = "push"
+ORIGIN_RECONCILIATION = "reconciliation"
+ORIGIN_OPERATOR = "operator"
+ORIGINS = frozenset({ORIGIN_PUSH, ORIGIN_RECONCILIATION, ORIGIN_OPERATOR})
+
+
 def is_selector(file_name: str) -> bool:
     return file_name.startswith(WHOLE_CALL)
 
@@ -30,6 +38,16 @@ class FetchJob:
     ``locator`` carries what the provider needs to resolve a download URL at fetch time
     (a PBX recording name, a CCC contact id or file name, a Dypls call id and pool key);
     URLs themselves are never queued because they expire and are bearer credentials.
+
+    Two kinds of job only leave a note in the ledger instead of fetching:
+    - ``not_before``: the call ended and should have a recording, but its own announcement (a
+      Dypls recording receipt) is still expected; the ledger keeps it EXPECTED and
+      reconciliation fetches it if nothing arrived by then;
+    - ``no_recording``: the provider reported the call but it cannot have a recording (it was
+      never answered): the ledger records NO_RECORDING with this reason.
+    ``recording_confirmed`` is False when nothing from the provider said a recording exists (a
+    call-ended report): if the provider still has none when retries run out, the call ends
+    NO_RECORDING rather than FAILED.
     """
 
     source_id: str
@@ -42,6 +60,10 @@ class FetchJob:
     reported_at: str = ""
     give_up_at: str | None = None
     details: dict[str, str] = field(default_factory=dict)
+    origin: str = ORIGIN_PUSH
+    not_before: str | None = None
+    no_recording: str | None = None
+    recording_confirmed: bool = True
 
     @property
     def names_a_file(self) -> bool:
@@ -55,6 +77,10 @@ class FetchJob:
 
     def next_attempt(self) -> FetchJob:
         return replace(self, attempt=self.attempt + 1)
+
+    def fetch_now(self, origin: str) -> FetchJob:
+        """This job as a plain fetch made by ``origin``, with a fresh attempt budget."""
+        return replace(self, attempt=1, origin=origin, not_before=None)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,13 +105,27 @@ class FetchJob:
             isinstance(k, str) and isinstance(v, str) for k, v in locator.items()
         ):
             raise InvalidJob("fetch job locator must map strings to strings")
+        details = raw.get("details", {})
+        if not isinstance(details, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in details.items()
+        ):
+            raise InvalidJob("fetch job details must map strings to strings")
         attempt = raw.get("attempt", 1)
         if not isinstance(attempt, int) or attempt < 1:
             raise InvalidJob("fetch job attempt must be a positive integer")
-        try:
-            datetime.fromisoformat(raw["call_time"])
-        except (TypeError, ValueError) as exc:
-            raise InvalidJob(f"fetch job call_time is not ISO 8601: {raw['call_time']!r}") from exc
+        for name in ("call_time", "not_before", "give_up_at"):
+            if raw.get(name) is not None:
+                try:
+                    datetime.fromisoformat(raw[name])
+                except (TypeError, ValueError) as exc:
+                    raise InvalidJob(f"fetch job {name} is not ISO 8601: {raw[name]!r}") from exc
+        if raw.get("origin", ORIGIN_PUSH) not in ORIGINS:
+            raise InvalidJob(f"fetch job origin must be one of {', '.join(sorted(ORIGINS))}")
+        if not isinstance(raw.get("recording_confirmed", True), bool):
+            raise InvalidJob("fetch job recording_confirmed must be true or false")
+        for name in ("call_id", "file_name", "reported_at", "no_recording"):
+            if raw.get(name) is not None and not isinstance(raw[name], str):
+                raise InvalidJob(f"fetch job {name} must be a string")
         return cls(**raw)
 
     @classmethod

@@ -13,7 +13,8 @@ import json
 import re
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -21,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from callvault.errors import ConfigError, SourceNotFound
+from callvault.timefmt import parse_duration
 
 SOURCE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MIN_TOKEN_LENGTH = 16
@@ -35,7 +37,58 @@ COMMON_FIELDS = {
     "max_body_bytes",
     "timezone",
     "retention_days",
+    "reconcile",
 }
+# The reconcile: section, each a duration (90s, 15m, 2h, 1d) with the bounds it must keep.
+RECONCILE_DURATIONS = {
+    "interval": (timedelta(seconds=1), timedelta(days=1)),
+    "wait_for_push": (timedelta(0), timedelta(days=1)),
+    "overlap": (timedelta(0), timedelta(days=7)),
+    "first_lookback": (timedelta(seconds=1), timedelta(days=31)),
+}
+
+
+@dataclass(frozen=True)
+class ReconcileSettings:
+    """When reconciliation looks for calls whose push was lost, and how far back.
+
+    ``wait_for_push`` is how long after a call ended its push may still be on its way (for a
+    Dypls pool: how long its recording receipt may take); ``overlap`` re-reads that much before
+    the last checkpoint, so a long call that ended after the previous run is still found;
+    ``first_lookback`` is how far back the very first run reads. Providers set the defaults.
+    """
+
+    enabled: bool = True
+    interval: timedelta = timedelta(minutes=15)
+    wait_for_push: timedelta = timedelta(minutes=10)
+    overlap: timedelta = timedelta(hours=2)
+    first_lookback: timedelta = timedelta(days=1)
+
+
+def parse_reconcile(raw: Any, defaults: ReconcileSettings, *, where: str) -> ReconcileSettings:
+    """The ``reconcile:`` section of a source over its provider's defaults."""
+    if raw is None:
+        return defaults
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: reconcile must be a mapping")
+    unknown = sorted(set(raw) - {"enabled", *RECONCILE_DURATIONS})
+    if unknown:
+        raise ConfigError(f"{where}: reconcile has unknown fields {', '.join(unknown)}")
+    enabled = raw.get("enabled", defaults.enabled)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{where}: reconcile.enabled must be true or false")
+    durations: dict[str, timedelta] = {}
+    for name, (lowest, highest) in RECONCILE_DURATIONS.items():
+        if name not in raw:
+            continue
+        try:
+            value = parse_duration(raw[name])
+        except ValueError as exc:
+            raise ConfigError(f"{where}: reconcile.{name}: {exc}") from None
+        if not lowest <= value <= highest:
+            raise ConfigError(f"{where}: reconcile.{name} must be from {lowest} to {highest}, got {value}")
+        durations[name] = value
+    return replace(defaults, enabled=enabled, **durations)
 
 
 @dataclass(frozen=True)
@@ -51,6 +104,7 @@ class Source:
     retention_days: int | None
     webhook_signing_secret: str | None
     settings: Any
+    reconcile: ReconcileSettings = ReconcileSettings()
 
     def allows_ip(self, address: str) -> bool:
         """True when no allowlist is configured or ``address`` is inside it."""
@@ -117,6 +171,7 @@ def parse_source(raw: Any, *, where: str = "source") -> Source:
     if not isinstance(settings_raw, Mapping):
         raise ConfigError(f"{where}: a '{provider.name}' section with the provider settings is required")
     settings = provider.parse_settings(settings_raw, where=f"{where}, {provider.name}")
+    reconcile = parse_reconcile(raw.get("reconcile"), provider.reconcile_defaults, where=where)
     return Source(
         id=source_id,
         provider=provider.name,
@@ -127,6 +182,7 @@ def parse_source(raw: Any, *, where: str = "source") -> Source:
         retention_days=retention,
         webhook_signing_secret=signing_secret,
         settings=settings,
+        reconcile=reconcile,
     )
 
 
@@ -222,17 +278,19 @@ class SourceDirectory:
                 if name.startswith(self._prefix):
                     yield name[len(self._prefix) :]
 
-    def of_provider(self, provider: str) -> tuple[list[Source], dict[str, str]]:
-        """Every valid source of one provider, and the problems of the sources that could not be read
-        (one malformed secret must not keep the others from being served)."""
+    def all(self) -> tuple[list[Source], dict[str, str]]:
+        """Every valid source, and the problems of the sources that could not be read (one
+        malformed secret must not keep the others from being served)."""
         sources: list[Source] = []
         problems: dict[str, str] = {}
         for source_id in sorted(self.ids()):
             try:
-                source = self.get(source_id)
+                sources.append(self.get(source_id))
             except (ConfigError, SourceNotFound) as exc:
                 problems[source_id] = str(exc)
-                continue
-            if source.provider == provider:
-                sources.append(source)
         return sources, problems
+
+    def of_provider(self, provider: str) -> tuple[list[Source], dict[str, str]]:
+        """Every valid source of one provider, and the problems of unreadable sources."""
+        sources, problems = self.all()
+        return [source for source in sources if source.provider == provider], problems

@@ -2,7 +2,9 @@
 
 A provider knows three things: how its source settings look, how its call-ended events
 read (turning a webhook body into ``FetchJob``s and the reply the provider expects), and
-how to turn a job into downloads at fetch time.
+how to turn a job into downloads at fetch time. A provider with a record of its calls (PBX
+CDRs, CCC call detail records) also lists the calls of a time window (``CallLister``), so
+reconciliation can archive what a lost push never announced.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from callvault.errors import BadRequest
 
@@ -19,7 +22,7 @@ if TYPE_CHECKING:
     from callvault.http import HttpClients
     from callvault.models import FetchJob
     from callvault.provider_state import ProviderState
-    from callvault.sources import Source
+    from callvault.sources import ReconcileSettings, Source
 
 
 @dataclass(frozen=True)
@@ -70,8 +73,35 @@ class ProviderRuntime:
     webhook_base_url: str
 
 
+@dataclass(frozen=True)
+class TimeWindow:
+    """Calls that started from ``start`` to ``end``; one that ended after ``settled_before`` may
+    still be pushed, so reconciliation leaves it to a later run (the next window overlaps)."""
+
+    start: datetime
+    end: datetime
+    settled_before: datetime
+
+
+@dataclass
+class CallListing:
+    """What a provider's own record says about the calls of a window.
+
+    ``jobs``: one per recording (or selector) of every settled call that has one, exactly as
+    the push path would have made it; ``calls``: calls listed; ``deferred``: calls too recent;
+    ``problems``: records skipped and why; ``audit``: the raw listing, kept in the bucket.
+    """
+
+    jobs: list[FetchJob] = field(default_factory=list)
+    calls: int = 0
+    deferred: int = 0
+    problems: list[str] = field(default_factory=list)
+    audit: bytes | None = None
+
+
 class Provider(Protocol):
     name: str
+    reconcile_defaults: ReconcileSettings
 
     def parse_settings(self, raw: Mapping[str, Any], *, where: str) -> Any:
         """Typed, validated provider section of a source; raises ConfigError naming ``where``."""
@@ -84,6 +114,20 @@ class Provider(Protocol):
     def resolve(self, source: Source, job: FetchJob, runtime: ProviderRuntime) -> list[PendingDownload]:
         """The files of the job's call, each opened only when it is about to be streamed."""
         ...
+
+
+@runtime_checkable
+class CallLister(Protocol):
+    """The optional part of a provider that can list its calls (see ``CallListing``)."""
+
+    def list_calls(self, source: Source, window: TimeWindow, runtime: ProviderRuntime) -> CallListing:
+        """The calls of ``window``; provider trouble raises ``FetchError`` like a fetch does."""
+        ...
+
+
+def call_lister(provider: Provider) -> CallLister | None:
+    """The provider's call listing, if it has one (Dypls has no list API)."""
+    return provider if isinstance(provider, CallLister) else None
 
 
 def json_events(body: bytes, shape: str) -> list[dict[str, Any]]:
@@ -110,12 +154,16 @@ def provider_named(name: str) -> Provider | None:
 
 
 __all__ = [
+    "CallLister",
+    "CallListing",
     "DownloadStream",
     "InboundRequest",
     "PendingDownload",
     "Provider",
     "ProviderRuntime",
+    "TimeWindow",
     "WebhookReply",
+    "call_lister",
     "json_events",
     "provider_named",
 ]

@@ -14,18 +14,26 @@ not-ready window that means "try again later", after it the recording is reporte
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
 from callvault.errors import BadRequest, ConfigError, FetchError, PermanentFailure
 from callvault.models import WHOLE_CALL, FetchJob
-from callvault.providers import InboundRequest, PendingDownload, ProviderRuntime, WebhookReply, json_events
+from callvault.providers import (
+    CallListing,
+    InboundRequest,
+    PendingDownload,
+    ProviderRuntime,
+    TimeWindow,
+    WebhookReply,
+    json_events,
+)
 from callvault.providers.alibaba_rpc import AlibabaRpcClient, RpcError, classify, strip_url_quotes
 from callvault.providers.aliyun_access import ACCESS_FIELDS, RpcAccess, parse_rpc_access
-from callvault.sources import Source
+from callvault.sources import ReconcileSettings, Source
 from callvault.timefmt import iso, utc_now
 
 API_2017 = "2017-07-05"
@@ -34,6 +42,7 @@ DEFAULT_ENDPOINT = "https://ccc.{region}.aliyuncs.com"
 DEFAULT_NOT_READY_WINDOW = 1800
 # 2020-07-01 events and the action that fetches what they announce.
 RECORDING_EVENTS = {"recordingready": "mono", "dualtrackrecordingready": "multichannel"}
+EVENT_OF = {"mono": "RecordingReady", "multichannel": "DualTrackRecordingReady"}
 ACTIONS_2020 = {"mono": "GetMonoRecording", "multichannel": "GetMultiChannelRecording"}
 NOT_READY_CODES = frozenset({"NotExist.Record", "NotExists.Recording", "NotExist.Recording"})
 PERMANENT_HINTS = {
@@ -42,6 +51,12 @@ PERMANENT_HINTS = {
     "OssNotOpen": "the instance does not store recordings in OSS: enable recording storage in the CCC console",
 }
 ACCEPTED = {"code": "OK", "message": "accepted"}
+# ListCallDetailRecords: at most 100 records a page; 2017-07-05 refuses windows over 7 days.
+PAGE_SIZE = 100
+MAX_LIST_WINDOW = timedelta(days=7)
+# Safety stop for a reply whose paging never ends (a million records of one window).
+MAX_PAGES = 10_000
+RECORDING_KINDS = tuple(ACTIONS_2020)
 
 
 @dataclass(frozen=True)
@@ -52,10 +67,13 @@ class CccSettings:
     instance_id: str
     access: RpcAccess
     not_ready_window_seconds: int = DEFAULT_NOT_READY_WINDOW
+    # 2020-07-01: the recordings reconciliation archives for a call whose events were lost.
+    reconcile_recordings: tuple[str, ...] = ("mono",)
 
 
 def _parse_settings(raw: Mapping[str, Any], *, where: str) -> CccSettings:
-    unknown = sorted(set(raw) - ACCESS_FIELDS - {"api_version", "instance_id", "not_ready_window_seconds"})
+    known = {"api_version", "instance_id", "not_ready_window_seconds", "reconcile_recordings"}
+    unknown = sorted(set(raw) - ACCESS_FIELDS - known)
     if unknown:
         raise ConfigError(f"{where}: unknown fields {', '.join(unknown)}")
     version = str(raw.get("api_version", API_2017))
@@ -67,11 +85,17 @@ def _parse_settings(raw: Mapping[str, Any], *, where: str) -> CccSettings:
     window = raw.get("not_ready_window_seconds", DEFAULT_NOT_READY_WINDOW)
     if isinstance(window, bool) or not isinstance(window, int) or window < 0:
         raise ConfigError(f"{where}: not_ready_window_seconds must be a whole number of seconds")
+    kinds = raw.get("reconcile_recordings", ["mono"])
+    if not isinstance(kinds, list) or not kinds or not set(kinds) <= set(RECORDING_KINDS):
+        raise ConfigError(f"{where}: reconcile_recordings must list some of {', '.join(RECORDING_KINDS)}")
+    if "reconcile_recordings" in raw and version != API_2020:
+        raise ConfigError(f"{where}: reconcile_recordings applies to api_version {API_2020} only")
     return CccSettings(
         api_version=version,
         instance_id=instance,
         access=parse_rpc_access(raw, where=where, default_endpoint=DEFAULT_ENDPOINT),
         not_ready_window_seconds=window,
+        reconcile_recordings=tuple(dict.fromkeys(kinds)),
     )
 
 
@@ -104,6 +128,8 @@ def _event_time(event: Mapping[str, Any], source: Source) -> datetime:
 
 class CccProvider:
     name = "ccc"
+    # A forwarded 2017 event is immediate; 2020 recording events follow once the file is written.
+    reconcile_defaults = ReconcileSettings(wait_for_push=timedelta(minutes=30))
 
     def parse_settings(self, raw: Mapping[str, Any], *, where: str) -> CccSettings:
         return _parse_settings(raw, where=where)
@@ -191,6 +217,72 @@ class CccProvider:
             raise PermanentFailure("DownloadAllTypeRecording answered without MediaDownloadParamList")
         return [_link(param, "SignatureUrl") for param in params]
 
+    def list_calls(self, source: Source, window: TimeWindow, runtime: ProviderRuntime) -> CallListing:
+        """ListCallDetailRecords of the window (paged, in spans of at most 7 days): a job per
+        recorded, settled call, the same the call's forwarded event or recording events make."""
+        settings: CccSettings = source.settings
+        client = settings.access.client(settings.api_version, runtime.http.session(source.id))
+        listing = CallListing()
+        start = window.start
+        while start < window.end:
+            end = min(window.end, start + MAX_LIST_WINDOW)
+            for record in self._records(client, settings, start, end):
+                self._add_record(listing, source, record, window)
+            start = end
+        return listing
+
+    def _records(
+        self, client: AlibabaRpcClient, settings: CccSettings, start: datetime, end: datetime
+    ) -> Iterator[Mapping[str, Any]]:
+        times = {"StartTime": _epoch_ms(start)}
+        times["StopTime" if settings.api_version == API_2017 else "EndTime"] = _epoch_ms(end)
+        total: int | None = None
+        for page in range(1, MAX_PAGES + 1):
+            params = {"InstanceId": settings.instance_id, "PageNumber": str(page), "PageSize": str(PAGE_SIZE), **times}
+            try:
+                reply = client.call("ListCallDetailRecords", params)
+            except RpcError as error:
+                raise classify(error, permanent_hints=PERMANENT_HINTS) from None
+            listed = reply.get("CallDetailRecords") if settings.api_version == API_2017 else reply.get("Data")
+            if not isinstance(listed, Mapping):
+                raise PermanentFailure("ListCallDetailRecords answered without its list of records")
+            records = _unwrapped(listed.get("List"), "CallDetailRecord")
+            yield from records
+            if page == 1 and isinstance(listed.get("TotalCount"), int) and listed["TotalCount"] > 0:
+                total = listed["TotalCount"]  # 2020-07-01 fills it on the first page only
+            if len(records) < PAGE_SIZE or (total is not None and page * PAGE_SIZE >= total):
+                return
+        raise PermanentFailure(f"ListCallDetailRecords did not end after {MAX_PAGES} pages")
+
+    def _add_record(self, listing: CallListing, source: Source, record: Mapping[str, Any], window: TimeWindow) -> None:
+        settings: CccSettings = source.settings
+        listing.calls += 1
+        contact_id = _first(record, "ContactId")
+        started = record.get("StartTime")
+        if not contact_id or isinstance(started, bool) or not isinstance(started, int | str):
+            listing.problems.append(f"record without ContactId or StartTime: {sorted(record)}")
+            return
+        ended = _record_end(record, settings.api_version)
+        if ended is not None and ended > window.settled_before:
+            listing.deferred += 1  # its event may still be on its way; the next window overlaps
+            return
+        # The same events the push path would have received for this call.
+        if settings.api_version == API_2017:
+            recorded = bool(_unwrapped(record.get("Recordings"), "Recording"))
+            events = [{"contactId": contact_id, "callTime": started}] if recorded else []
+        else:
+            recorded = record.get("RecordingReady") is True
+            kinds = settings.reconcile_recordings if recorded else ()
+            events = [{"contactId": contact_id, "callTime": started, "eventType": EVENT_OF[kind]} for kind in kinds]
+        for event in events:
+            try:
+                job = self._job_from_event(source, event)
+            except BadRequest as exc:
+                listing.problems.append(f"contact {contact_id}: {exc.message}")
+                continue
+            if job is not None:
+                listing.jobs.append(job)
+
     def _classified(self, error: RpcError, settings: CccSettings, job: FetchJob) -> FetchError:
         started = datetime.fromisoformat(job.reported_at or job.call_time)
         within_window = utc_now() - started <= timedelta(seconds=settings.not_ready_window_seconds)
@@ -211,6 +303,30 @@ def _link(param: Any, url_field: str) -> tuple[str, str]:
     if not url or not file_name:
         raise PermanentFailure(f"CCC download parameter lacks FileName or {url_field}")
     return file_name, url
+
+
+def _epoch_ms(moment: datetime) -> str:
+    return str(int(moment.timestamp() * 1000))
+
+
+def _unwrapped(value: Any, inner: str) -> list[Mapping[str, Any]]:
+    """A list the API may nest (``{"Recording": [...]}``) or send as one unwrapped object."""
+    if isinstance(value, Mapping) and inner in value:
+        value = value[inner]
+    if isinstance(value, Mapping):
+        value = [value]
+    return [item for item in value if isinstance(item, Mapping)] if isinstance(value, list) else []
+
+
+def _record_end(record: Mapping[str, Any], api_version: str) -> datetime | None:
+    """When a listed call ended: 2020 gives ReleaseTime, 2017 StartTime plus Duration (s)."""
+    try:
+        if api_version == API_2020 and record.get("ReleaseTime") not in (None, ""):
+            return datetime.fromtimestamp(int(record["ReleaseTime"]) / 1000, UTC)
+        started = datetime.fromtimestamp(int(record["StartTime"]) / 1000, UTC)
+        return started + timedelta(seconds=int(record.get("Duration") or 0))
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
 
 
 PROVIDER = CccProvider()

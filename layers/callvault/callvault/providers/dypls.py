@@ -7,10 +7,15 @@ minutes. The webhook therefore only parses and enqueues.
 - ``SecretRecording`` records (recording ready: pool_key, sub_id / subs_id, call_id, call_time
   in epoch milliseconds, out_id) become jobs: ``QueryRecordFileDownloadUrl(CallId, CallTime,
   PoolKey)`` with CallTime as ``yyyy-MM-dd HH:mm:ss`` Beijing time gives a link valid 2 hours.
-- ``SecretReport`` records (call ended) are acknowledged and skipped by default: the recording
-  needs 15–20 minutes after hang-up and announces itself with a SecretRecording receipt. A
-  source whose pool sends no recording receipts sets ``enqueue_call_reports: true``; the job
-  then waits out "not ready" in the retry workflow.
+- ``SecretReport`` records (call ended): the recording needs 15–20 minutes after hang-up and
+  announces itself with a SecretRecording receipt, so a report of an answered call is only
+  noted as an *expected* recording (``records_calls``, the default); reconciliation fetches it
+  anyway if no receipt came within the source's ``reconcile.wait_for_push`` (receipts get lost:
+  the platform re-sends a batch three times, then drops it). A call that was never answered
+  (``start_time`` equals ``release_time``, or ``unconnected_cause`` is set, or it was
+  intercepted) ends NO_RECORDING. A pool without recording receipts sets
+  ``enqueue_call_reports: true``: reports are then fetched at once and wait out "not ready" in
+  the retry workflow.
 Recordings can be fetched for a limited time after the call (30 days by default, the seed's
 older doc says 14): past ``retention_days`` a job fails explicitly instead of retrying.
 """
@@ -18,7 +23,7 @@ older doc says 14): past ``retention_days`` a job fails explicitly instead of re
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -31,7 +36,7 @@ from callvault.observability import logger
 from callvault.providers import InboundRequest, PendingDownload, ProviderRuntime, WebhookReply, json_events
 from callvault.providers.alibaba_rpc import RpcError, classify, strip_url_quotes
 from callvault.providers.aliyun_access import ACCESS_FIELDS, RpcAccess, parse_rpc_access
-from callvault.sources import Source
+from callvault.sources import ReconcileSettings, Source
 from callvault.timefmt import format_wall_clock, iso, parse_wall_clock, utc_now
 
 API_VERSION = "2017-05-25"
@@ -55,22 +60,26 @@ class DyplsSettings:
     access: RpcAccess
     pool_key: str | None = None
     enqueue_call_reports: bool = False
+    records_calls: bool = True
 
 
 def _parse_settings(raw: Mapping[str, Any], *, where: str) -> DyplsSettings:
-    unknown = sorted(set(raw) - ACCESS_FIELDS - {"pool_key", "enqueue_call_reports"})
+    unknown = sorted(set(raw) - ACCESS_FIELDS - {"pool_key", "enqueue_call_reports", "records_calls"})
     if unknown:
         raise ConfigError(f"{where}: unknown fields {', '.join(unknown)}")
     pool_key = raw.get("pool_key")
     if pool_key is not None and (not isinstance(pool_key, str) or not pool_key):
         raise ConfigError(f"{where}: pool_key must be the pool's key, e.g. FC123456")
-    enqueue = raw.get("enqueue_call_reports", False)
-    if not isinstance(enqueue, bool):
-        raise ConfigError(f"{where}: enqueue_call_reports must be true or false")
+    flags = {
+        name: raw.get(name, default) for name, default in (("enqueue_call_reports", False), ("records_calls", True))
+    }
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {name} must be true or false")
     return DyplsSettings(
         access=parse_rpc_access(raw, where=where, default_endpoint=DEFAULT_ENDPOINT),
         pool_key=pool_key,
-        enqueue_call_reports=enqueue,
+        **flags,
     )
 
 
@@ -94,8 +103,25 @@ def _call_time(raw: Any) -> datetime:
     return parse_wall_clock(str(raw), BEIJING)
 
 
+def _unanswered(record: Mapping[str, Any]) -> str | None:
+    """Why a call-ended report's call cannot have a recording, or None if it may have one."""
+    if _text(record, "call_type") == "4":
+        return "the call was intercepted (call_type 4): no recording"
+    cause = _text(record, "unconnected_cause")
+    if cause not in ("", "0"):
+        return f"the call was not connected (unconnected_cause {cause}): no recording"
+    started, released = _text(record, "start_time"), _text(record, "release_time")
+    if "start_time" in record and not started:
+        return "the call was not answered (no start_time): no recording"
+    if started and started == released:
+        return "the call was not answered (start_time equals release_time): no recording"
+    return None
+
+
 class DyplsProvider:
     name = "dypls"
+    # The recording receipt follows hang-up by 15-20 minutes (the platform's own figure).
+    reconcile_defaults = ReconcileSettings(interval=timedelta(minutes=5), wait_for_push=timedelta(minutes=30))
 
     def parse_settings(self, raw: Mapping[str, Any], *, where: str) -> DyplsSettings:
         return _parse_settings(raw, where=where)
@@ -125,9 +151,22 @@ class DyplsProvider:
 
     def _job_from_record(self, source: Source, record: Mapping[str, Any]) -> FetchJob | None:
         settings: DyplsSettings = source.settings
-        is_report = bool(REPORT_FIELDS & set(record))
-        if is_report and not settings.enqueue_call_reports:
-            return None  # the recording announces itself with its own receipt
+        if not REPORT_FIELDS & set(record):
+            return self._fetch_job(source, record)  # a recording receipt: fetch it
+        if not (settings.records_calls or settings.enqueue_call_reports):
+            return None  # the pool records nothing: a call report announces no recording
+        job = self._fetch_job(source, record)
+        no_recording = _unanswered(record)
+        if no_recording:
+            return replace(job, no_recording=no_recording)
+        # Nothing confirms a recording yet: if none ever appears, the call ends NO_RECORDING.
+        job = replace(job, recording_confirmed=False)
+        if settings.enqueue_call_reports:
+            return job
+        return replace(job, not_before=iso(utc_now() + source.reconcile.wait_for_push))
+
+    def _fetch_job(self, source: Source, record: Mapping[str, Any]) -> FetchJob:
+        settings: DyplsSettings = source.settings
         call_id = _text(record, "call_id")
         if not call_id:
             raise BadRequest("record has no call_id")

@@ -16,11 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 import requests
@@ -29,15 +29,20 @@ from callvault.errors import BadRequest, ConfigError, PermanentFailure, RetryKin
 from callvault.http import CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, SYSTEM_TLS, ResponseStream, TlsSettings, unreachable
 from callvault.models import FetchJob
 from callvault.providers import (
+    CallListing,
     DownloadStream,
     InboundRequest,
     PendingDownload,
     ProviderRuntime,
+    TimeWindow,
     WebhookReply,
     json_events,
 )
-from callvault.sources import Source
-from callvault.timefmt import iso, parse_wall_clock, utc_now
+from callvault.providers.pbx_cdr import parse_cdr_csv
+from callvault.sources import ReconcileSettings, Source
+from callvault.timefmt import format_wall_clock, iso, parse_wall_clock, utc_now
+
+PROVIDER_NAME = "pbx"
 
 OPERATIONS = (
     "login",
@@ -55,6 +60,9 @@ SESSION_STATE = "pbx-session"
 DOWNLOAD_TRIES = 3
 # Error pages and refusals are small; never read more than this of a non-audio reply.
 MAX_ERROR_BODY = 64 * 1024
+# A CDR CSV is ~200 bytes a call: this is hundreds of thousands of calls, far beyond one window.
+MAX_CDR_BYTES = 64 * 1024 * 1024
+T = TypeVar("T")
 ACKNOWLEDGED = {"status": "Success"}
 
 
@@ -219,6 +227,57 @@ class PbxClient:
             raise PermanentFailure(f"PBX has no audio file {recording!r} (errno 10023)")
         raise RandomRefused(f"HTTP {response.status_code}, errno {errno or 'none'}")
 
+    def download_cdr(self, token: str, start: str, end: str) -> bytes:
+        """The CDR CSV of every extension's calls that started from ``start`` to ``end`` (PBX
+        wall clock): a fresh single-use random, then the download at once (seed 004)."""
+        window = {"extid": "all", "starttime": start, "endtime": end}
+        refused = ""
+        for _ in range(DOWNLOAD_TRIES):
+            body = dict(window)
+            if self._settings.allowed_download_ip:
+                body["allowedip"] = self._settings.allowed_download_ip
+            random = self._call("cdr/get_random", body, token=token).get("random")
+            if not isinstance(random, str) or not random:
+                raise RetryLater(RetryKind.PROVIDER_UNAVAILABLE, "PBX cdr/get_random succeeded without a random")
+            # The seed's link shows the times with raw spaces; encoded, they arrive the same.
+            query = urlencode({**window, "token": token, "random": random}, quote_via=quote, safe=":")
+            data, status = self._read_cdr(f"{self._settings.url('cdr/download')}?{query}")
+            errno = _failure_errno(data)
+            if errno is None:
+                if status != 200:
+                    raise RetryLater(RetryKind.PROVIDER_UNAVAILABLE, f"PBX cdr/download answered HTTP {status}")
+                return data
+            if errno in TOKEN_ERRNOS:
+                raise TokenRejected(errno)
+            if errno:
+                raise _failure("cdr/download", errno)
+            refused = f"HTTP {status}, errno none"
+        raise RetryLater(RetryKind.LINK_EXPIRED, f"PBX refused {DOWNLOAD_TRIES} fresh CDR download links ({refused})")
+
+    def _read_cdr(self, url: str) -> tuple[bytes, int]:
+        try:
+            with self._http.get(url, stream=True, timeout=self._settings.timeout) as response:
+                if response.status_code >= 500:
+                    raise RetryLater(
+                        RetryKind.PROVIDER_UNAVAILABLE, f"PBX cdr/download answered HTTP {response.status_code}"
+                    )
+                data = bytearray()
+                for chunk in response.iter_content(chunk_size=256 * 1024):
+                    data += chunk
+                    if len(data) > MAX_CDR_BYTES:
+                        raise PermanentFailure(
+                            f"the PBX's CDR CSV for this window exceeds {MAX_CDR_BYTES // 2**20} MiB:"
+                            " reconcile shorter windows"
+                        )
+                declared = response.headers.get("Content-Length")
+                if declared and declared.isdigit() and int(declared) != len(data):
+                    raise RetryLater(
+                        RetryKind.TRANSFER_FAILED, f"PBX cdr/download broke off ({len(data)} of {declared} bytes)"
+                    )
+                return bytes(data), response.status_code
+        except requests.RequestException as exc:
+            raise unreachable("PBX cdr/download", exc) from None
+
     def _call(self, operation: str, body: Mapping[str, str], *, token: str | None = None) -> dict[str, Any]:
         url = self._settings.url(operation)
         if token is not None:
@@ -247,6 +306,20 @@ class PbxClient:
 
 def _looks_like_a_reply(content_type: str) -> bool:
     return "json" in content_type or content_type.startswith("text/")
+
+
+def _failure_errno(body: bytes) -> str | None:
+    """The errno of a ``{"status": "Failed", ...}`` reply ("" when it names none); None when the
+    body is not such a reply (a download's content)."""
+    if body.lstrip()[:1] != b"{":
+        return None
+    try:
+        reply = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(reply, dict) or str(reply.get("status", "")).lower() == "success":
+        return None
+    return str(reply.get("errno") or "")
 
 
 def _errno_of(body: bytes) -> str:
@@ -299,6 +372,18 @@ class PbxSession:
         self._state.delete_if(self._source.id, SESSION_STATE, "token", stale_token)
         return self.login()
 
+    def with_token(self, action: Callable[[str], T]) -> T:
+        """Run ``action`` with the shared token; a token the PBX no longer knows is renewed once."""
+        token = self.token()
+        try:
+            return action(token)
+        except TokenRejected:
+            token = _renewed(self, token)
+        try:
+            return action(token)
+        except TokenRejected as exc:
+            raise RetryLater(RetryKind.PROVIDER_UNAVAILABLE, f"PBX rejects a fresh token (errno {exc})") from None
+
     def keep_alive(self) -> str:
         """Heartbeat the shared token, or log in when there is none or it died; says which."""
         current = self._state.get(self._source.id, SESSION_STATE)
@@ -334,8 +419,76 @@ def _file_part(recording: str) -> str:
     return recording.replace("\\", "/").rsplit("/", 1)[-1]
 
 
+def job_from_cdr(source: Source, cdr: Mapping[str, Any]) -> FetchJob | None:
+    """The job for one call record, from a NewCdr report or a CDR CSV row (the same fields):
+    None when the call was not recorded. Both paths must make the same job for one call."""
+    recording = _text(cdr.get("recording"))
+    if not recording:
+        return None  # the call was not recorded: acknowledge, nothing to fetch
+    call_id = _text(cdr.get("callid") or cdr.get("call_id") or cdr.get("cdrid"))
+    if not call_id:
+        raise BadRequest("NewCdr report has no callid")
+    file_name = _file_part(recording)
+    if not file_name or file_name in (".", ".."):
+        raise BadRequest(f"NewCdr report has an unusable recording name {recording!r}")
+    started = _text(cdr.get("timestart"))
+    try:
+        call_time = parse_wall_clock(started, source.timezone)
+    except ValueError:
+        if started:
+            raise BadRequest(f"NewCdr timestart {started!r} is not 'yyyy-mm-dd hh:mm:ss'") from None
+        call_time = utc_now().astimezone(source.timezone)  # absent: file it under today
+    details = {
+        key: _text(cdr[key])
+        for key in ("callfrom", "callto", "status", "type", "cdrid", "callduraction", "talkduraction")
+        if key in cdr and cdr[key] is not None
+    }
+    return FetchJob(
+        source_id=source.id,
+        provider=PROVIDER_NAME,
+        call_id=call_id,
+        call_time=iso(call_time),
+        locator={"recording": recording},
+        file_name=file_name,
+        reported_at=iso(utc_now()),
+        give_up_at=iso(call_time + timedelta(days=source.retention_days)) if source.retention_days else None,
+        details=details,
+    )
+
+
+def listing_from_cdr(source: Source, csv_bytes: bytes, window: TimeWindow) -> CallListing:
+    """What a CDR CSV says: a job per recorded, settled call; rows it cannot use, and why."""
+    table = parse_cdr_csv(csv_bytes)
+    listing = CallListing(problems=list(table.problems), audit=csv_bytes)
+    for line, row in table.rows:
+        listing.calls += 1
+        ended = _ended_at(row, source)
+        if ended is not None and ended > window.settled_before:
+            listing.deferred += 1  # its NewCdr may still be on its way; the next window overlaps
+            continue
+        try:
+            job = job_from_cdr(source, row)
+        except BadRequest as exc:
+            listing.problems.append(f"line {line}: {exc.message}; skipped")
+            continue
+        if job is not None:
+            listing.jobs.append(job)
+    return listing
+
+
+def _ended_at(row: Mapping[str, str], source: Source) -> datetime | None:
+    try:
+        started = parse_wall_clock(row.get("timestart", ""), source.timezone)
+    except ValueError:
+        return None
+    duration = row.get("callduraction", "")
+    return started + timedelta(seconds=int(duration)) if duration.isdigit() else started
+
+
 class PbxProvider:
-    name = "pbx"
+    name = PROVIDER_NAME
+    # NewCdr goes out at hang-up; the PBX retries briefly, so ten minutes settle a call.
+    reconcile_defaults = ReconcileSettings(wait_for_push=timedelta(minutes=10))
 
     def parse_settings(self, raw: Mapping[str, Any], *, where: str) -> PbxSettings:
         return _parse_settings(raw, where=where)
@@ -358,38 +511,17 @@ class PbxProvider:
             raise BadRequest("report has neither 'action' nor 'event'")
         if name != "newcdr":
             return None  # other events (extension status, call status…) carry no recording
-        recording = _text(report.get("recording"))
-        if not recording:
-            return None  # the call was not recorded: acknowledge, nothing to fetch
-        call_id = _text(report.get("callid") or report.get("call_id") or report.get("cdrid"))
-        if not call_id:
-            raise BadRequest("NewCdr report has no callid")
-        file_name = _file_part(recording)
-        if not file_name or file_name in (".", ".."):
-            raise BadRequest(f"NewCdr report has an unusable recording name {recording!r}")
-        started = _text(report.get("timestart"))
-        try:
-            call_time = parse_wall_clock(started, source.timezone)
-        except ValueError:
-            if started:
-                raise BadRequest(f"NewCdr timestart {started!r} is not 'yyyy-mm-dd hh:mm:ss'") from None
-            call_time = utc_now().astimezone(source.timezone)  # absent: file it under today
-        details = {
-            key: _text(report[key])
-            for key in ("callfrom", "callto", "status", "type", "cdrid", "callduraction", "talkduraction")
-            if key in report
-        }
-        return FetchJob(
-            source_id=source.id,
-            provider=self.name,
-            call_id=call_id,
-            call_time=iso(call_time),
-            locator={"recording": recording},
-            file_name=file_name,
-            reported_at=iso(utc_now()),
-            give_up_at=iso(call_time + timedelta(days=source.retention_days)) if source.retention_days else None,
-            details=details,
-        )
+        return job_from_cdr(source, report)
+
+    def list_calls(self, source: Source, window: TimeWindow, runtime: ProviderRuntime) -> CallListing:
+        """The CDR CSV of the window (seed 004), one job per recorded call, as NewCdr would make it."""
+        settings: PbxSettings = source.settings
+        client = PbxClient(settings, runtime.http.session(source.id, settings.tls))
+        session = PbxSession(source, client, runtime)
+        start = format_wall_clock(window.start, source.timezone)
+        end = format_wall_clock(window.end, source.timezone)
+        csv_bytes = session.with_token(lambda token: client.download_cdr(token, start, end))
+        return listing_from_cdr(source, csv_bytes, window)
 
     def resolve(self, source: Source, job: FetchJob, runtime: ProviderRuntime) -> list[PendingDownload]:
         settings: PbxSettings = source.settings
