@@ -14,11 +14,13 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/layers/callvault
 
 venv: $(STAMP)
 
-$(STAMP): requirements-dev.txt layers/callvault/requirements.txt
+$(STAMP): requirements-dev.txt layers/callvault/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
-	# The venv finds the core package and the local runtime without PYTHONPATH.
+	# The project itself, editable: the core package and the `callvault` operator command.
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation --editable .
+	# The venv finds the local runtime (local/, tests/) without PYTHONPATH.
 	printf '%s\n' "$(CURDIR)/layers/callvault" "$(CURDIR)" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/callvault-dev.pth"
 	touch $(STAMP)
 

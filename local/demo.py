@@ -4,7 +4,10 @@
 ``local/sources.yaml`` (a simulator listens for every loopback source there: a PBX, CCC
 2017-07-05 and 2020-07-01 instances, a Dyplsapi number pool), lets the session keeper log in
 to the PBX so it pushes its reports, ends calls on every provider the way each reports them,
-shows progress until every recording is settled, then prints what landed in S3 and checks
+and loses the report of one call per provider on purpose (the PBX does not push it, the CCC
+forwarder never runs, RecordingReady and the Dypls recording receipt never come). It shows
+progress until every recording is settled (reconciliation finds the lost ones: the schedule
+runs every few seconds here), then prints what landed in S3, how it was found, and checks
 every object byte for byte (sha256) against the simulator's original. Exit 0 only if all
 arrived intact.
 """
@@ -31,7 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # Fast retries: the demo should show a retried fault within seconds, not minutes.
 DEMO_PARAMETERS = {"RetryMaxAttempts": "5", "RetryBaseDelaySeconds": "1", "RetryMaxDelaySeconds": "4"}
 # Talk time per call and provider; PBX recordings are stereo 8 kHz 16-bit (3 to 7.4 MB each).
-CALL_SECONDS = {"pbx": (95, 140, 230), "ccc": (60,), "dypls": (120, 45)}
+# The last call of every source loses its report: reconciliation has to find it.
+CALL_SECONDS = {"pbx": (95, 140, 230), "ccc": (60, 35), "dypls": (120, 45)}
+# The schedule's pace in the demo (AWS: every 5 minutes); each source's own interval applies too.
+SCHEDULE_SECONDS = 2.0
 
 
 @dataclass
@@ -84,10 +90,11 @@ def end_calls(stack: LocalStack, simulations: dict[str, SimulatedSource]) -> lis
     expected: list[Expected] = []
     for source_id, simulation in simulations.items():
         webhook = str(stack.state["webhook_url_template"]).format(source_id=source_id)
-        for seconds in CALL_SECONDS[simulation.provider]:
-            files = simulation.place_call(webhook, seconds)
+        durations = CALL_SECONDS[simulation.provider]
+        for number, seconds in enumerate(durations, start=1):
+            files = simulation.place_call(webhook, seconds, lose_push=number == len(durations))
             expected += [Expected(source_id, file) for file in files]
-        print(f"  {source_id:<14} ({simulation.provider}): {len(CALL_SECONDS[simulation.provider])} calls ended")
+        print(f"  {source_id:<14} ({simulation.provider}): {len(durations)} calls ended, the last one's report lost")
     return expected
 
 
@@ -95,7 +102,7 @@ def wait_until_settled(stack: LocalStack, expected: list[Expected], timeout: flo
     deadline = time.monotonic() + timeout
     shown = ""
     while True:
-        statuses = [(ledger_item(stack, e) or {}).get("status", "QUEUED") for e in expected]
+        statuses = [(ledger_item(stack, e) or {}).get("status", "NOT SEEN YET") for e in expected]
         counts = {status: statuses.count(status) for status in dict.fromkeys(statuses)}
         line = "  " + ", ".join(f"{status.lower()}: {count}" for status, count in counts.items())
         if line != shown:
@@ -110,7 +117,7 @@ def wait_until_settled(stack: LocalStack, expected: list[Expected], timeout: flo
 
 
 def print_table(outcomes: list[Outcome]) -> None:
-    header = f"{'source':<14} {'call':<34} {'size':>10}  {'tries':>5}  {'sha256 ok':<9}  s3 key"
+    header = f"{'source':<14} {'call':<34} {'size':>10}  {'tries':>5}  {'found by':<14}  {'sha256 ok':<9}  s3 key"
     print(header)
     print("-" * len(header))
     for outcome in outcomes:
@@ -118,11 +125,11 @@ def print_table(outcomes: list[Outcome]) -> None:
         stored = item.get("status") == "STORED"
         key = item.get("s3_key", "-") if stored else f"{item.get('status', 'MISSING')}: {item.get('reason', '')}"
         tries = item.get("attempts", "-")
+        origin = item.get("origin", "-")
         ok = "yes" if outcome.intact else "NO"
         call = outcome.expected.file.call_id
-        print(
-            f"{outcome.expected.source_id:<14} {call:<34} {outcome.expected.file.size:>10,}  {tries:>5}  {ok:<9}  {key}"
-        )
+        size = outcome.expected.file.size
+        print(f"{outcome.expected.source_id:<14} {call:<34} {size:>10,}  {tries:>5}  {origin:<14}  {ok:<9}  {key}")
 
 
 def run(sources_file: Path, state_file: Path, timeout: float) -> int:
@@ -139,6 +146,9 @@ def run(sources_file: Path, state_file: Path, timeout: float) -> int:
             parameters=DEMO_PARAMETERS,
             concurrency=2,
             redelivery_delay=2,
+            schedule_interval=SCHEDULE_SECONDS,
+            # CloudWatch metrics are JSON lines on stdout (EMF); here they would drown the table.
+            env_overrides={"POWERTOOLS_METRICS_DISABLED": "true"},
         ) as stack:
             print(f"local stack up: webhooks at {stack.state['webhook_url_template']}")
             print(f"state file: {state_file}")
@@ -163,9 +173,11 @@ def run(sources_file: Path, state_file: Path, timeout: float) -> int:
             print()
             print_table(outcomes)
             intact = sum(outcome.intact for outcome in outcomes)
+            recovered = sum((outcome.item or {}).get("origin") == "reconciliation" for outcome in outcomes)
             bucket = stack.state["bucket"]
             print()
             print(f"{intact}/{len(outcomes)} recordings archived intact in {elapsed:.1f} s (bucket {bucket})")
+            print(f"{recovered} of them had lost their report and were found by reconciliation")
             return 0 if intact == len(outcomes) else 1
     finally:
         stop_simulators(simulations)

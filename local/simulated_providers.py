@@ -7,8 +7,10 @@ file alone describes the local world (the same file format registers real source
 ``SimulatedSource.place_call`` makes a call end the way the real provider reports it: the PBX
 pushes NewCdr by itself (to the URL registered at login), a CCC 2017 call is forwarded like a
 customer's softphone forwarder would (signed when the source wants signatures), CCC 2020
-pushes its RecordingReady events, Dyplsapi pushes a receipt batch. It returns the files the
-archive should end up with.
+pushes its RecordingReady events, Dyplsapi pushes a receipt batch. With ``lose_push`` the
+report goes missing the way it does in real life (the PBX does not push, the forwarder's tab
+closed, RecordingReady or the recording receipt never comes): only reconciliation can find the
+recording then. It returns the files the archive should end up with.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class SimulatedSource(Protocol):
     @property
     def simulator(self) -> Simulator: ...
 
-    def place_call(self, webhook_url: str, duration_s: float) -> list[ExpectedFile]: ...
+    def place_call(self, webhook_url: str, duration_s: float, *, lose_push: bool = False) -> list[ExpectedFile]: ...
 
 
 def _is_loopback(url: str) -> bool:
@@ -102,9 +104,9 @@ class SimulatedPbx:
             tls=tls,
         )
 
-    def place_call(self, webhook_url: str, duration_s: float) -> list[ExpectedFile]:
+    def place_call(self, webhook_url: str, duration_s: float, *, lose_push: bool = False) -> list[ExpectedFile]:
         # The PBX pushes NewCdr itself, to the URL the session keeper registered at login.
-        call = self.simulator.place_call(duration_s=duration_s, channels=2)
+        call = self.simulator.place_call(duration_s=duration_s, channels=2, push=not lose_push)
         assert call.recording and call.sha256
         return [ExpectedFile(call.callid, call.recording, call.size, call.sha256)]
 
@@ -124,16 +126,19 @@ class SimulatedCcc:
             port=_port(str(settings["endpoint"])),
         )
 
-    def place_call(self, webhook_url: str, duration_s: float) -> list[ExpectedFile]:
+    def place_call(self, webhook_url: str, duration_s: float, *, lose_push: bool = False) -> list[ExpectedFile]:
         call = self.simulator.place_call(transferred_legs=1, duration_s=duration_s, ready_after_s=READY_AFTER_S)
         time.sleep(READY_AFTER_S)
         files: tuple[CccFile, ...]
         if self.api_version == "2020-07-01":
+            lost = {"RecordingReady"} if lose_push else set()
             for event_type in ("RecordingReady", "DualTrackRecordingReady"):
-                self.simulator.push_event(call, event_type, url=with_token(webhook_url, self.token))
+                if event_type not in lost:
+                    self.simulator.push_event(call, event_type, url=with_token(webhook_url, self.token))
             files = (call.mono, call.multi_channel)
         else:
-            self._forward({"contactId": call.contact_id, "callTime": int(call.start * 1000)}, webhook_url)
+            if not lose_push:  # else the agent's tab closed before the forwarder ran
+                self._forward({"contactId": call.contact_id, "callTime": int(call.start * 1000)}, webhook_url)
             files = call.files
         return [ExpectedFile(call.contact_id, f.file_name, f.size, f.sha256) for f in files]
 
@@ -163,11 +168,14 @@ class SimulatedDypls:
             port=_port(str(settings["endpoint"])),
         )
 
-    def place_call(self, webhook_url: str, duration_s: float) -> list[ExpectedFile]:
+    def place_call(self, webhook_url: str, duration_s: float, *, lose_push: bool = False) -> list[ExpectedFile]:
         call = self.simulator.place_call(duration_s=duration_s, ready_after_s=READY_AFTER_S)
         time.sleep(READY_AFTER_S)
-        # One batch, as the platform sends them: the call-ended report and the recording receipt.
-        records = [self.simulator.secret_report(call), self.simulator.secret_recording(call)]
+        # One batch, as the platform sends them: the call-ended report and the recording receipt
+        # (which the platform drops after three failed re-sends: lost here at once).
+        records = [self.simulator.secret_report(call)]
+        if not lose_push:
+            records.append(self.simulator.secret_recording(call))
         self.simulator.push_receipts(with_token(webhook_url, self.token), records)
         assert call.sha256
         return [ExpectedFile(call.call_id, None, call.size, call.sha256)]

@@ -61,6 +61,7 @@ __all__ = [
     "TlsFiles",
     "main",
     "make_self_signed",
+    "render_cdr_csv",
 ]
 
 #: Column order of the CDR CSV (the vendor does not publish it; clients must parse by header).
@@ -490,6 +491,9 @@ class PbxSimulator:
         self.lockout_threshold = lockout_threshold
         self.lockout_s = float(lockout_s)
         self.cdr_random_single_use = cdr_random_single_use
+        # How CDR rows become the CSV the PBX answers: the column set is not published, so tests
+        # may swap in another export (other headers, a BOM, a broken last line).
+        self.cdr_renderer: Callable[[list[dict[str, str]]], bytes] | None = None
         self.push_attempts = max(1, push_attempts)
         self.push_backoff_s = push_backoff_s
         self.push_timeout_s = push_timeout_s
@@ -1218,15 +1222,14 @@ class PbxSimulator:
         wanted = None if extid == "all" else set(extid.split(","))
         with self._lock:
             rows = sorted(self._cdr_rows, key=lambda r: (r[0], int(r[1]["callid"].split(".")[-1])))
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(CDR_COLUMNS)
-        for when, row in rows:
-            if t0 <= when <= t1 and (wanted is None or row["callfrom"] in wanted or row["callto"] in wanted):
-                writer.writerow([row[c] for c in CDR_COLUMNS])
+        selected = [
+            row
+            for when, row in rows
+            if t0 <= when <= t1 and (wanted is None or row["callfrom"] in wanted or row["callto"] in wanted)
+        ]
         self._stream(
             h,
-            buf.getvalue().encode("utf-8"),
+            (self.cdr_renderer or render_cdr_csv)(selected),
             "text/csv",
             "attachment; filename=cdr.csv",
             "cdr/download",
@@ -1274,6 +1277,16 @@ class PbxSimulator:
             # Content-Length promised more: closing now is what makes the client see a short read.
             h.close_connection = True
             self._count("downloads_truncated")
+
+
+def render_cdr_csv(rows: list[dict[str, str]]) -> bytes:
+    """The simulator's CDR export: a header row of :data:`CDR_COLUMNS`, then one row a call."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(CDR_COLUMNS)
+    for row in rows:
+        writer.writerow([row[c] for c in CDR_COLUMNS])
+    return buf.getvalue().encode("utf-8")
 
 
 # --------------------------------------------------------------------------- CLI

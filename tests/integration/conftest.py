@@ -55,6 +55,8 @@ def pbxs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pbx]]:
         "slow-pbx": PbxSimulator(tz=ZONE),
         "tls-pbx": PbxSimulator(tz=ZONE, tls=tls),
         "wrong-password-pbx": PbxSimulator(tz=ZONE, password="the-real-password"),
+        "recon-pbx": PbxSimulator(tz=ZONE),
+        "ops-pbx": PbxSimulator(tz=ZONE),
     }
     for simulator in simulators.values():
         simulator.start()
@@ -66,12 +68,21 @@ def pbxs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pbx]]:
         simulator.stop()
 
 
+# Reconciliation in the tests: a call is settled once it ended (no wait for a push), and the
+# first run looks an hour back. Only these sources are reconciled, and only when a test asks:
+# the other sources' simulators outlive one module's stack.
+RECONCILED = {"recon-pbx", "ops-pbx", "recon-ccc-2017", "recon-ccc-2020", "recon-dypls"}
+RECONCILE = {"wait_for_push": "0s", "overlap": "1h", "first_lookback": "1h"}
+NO_RECONCILE = {"enabled": False}
+
+
 def _source(pbx: Pbx, **pbx_settings: Any) -> dict[str, Any]:
     return {
         "id": pbx.source_id,
         "provider": "pbx",
         "webhook_token": pbx.token,
         "timezone": "Asia/Shanghai",
+        "reconcile": RECONCILE if pbx.source_id in RECONCILED else NO_RECONCILE,
         "pbx": {
             "base_url": pbx.simulator.base_url,
             "username": "api",
@@ -112,6 +123,12 @@ def alibaba() -> Iterator[dict[str, AlibabaSource]]:
         "ccc-wrong-secret": (CccSimulator(instance_id="inst-bad", credentials={"LTAI-it-key": "other"}), {}),
         "dypls-pool": (DyplsSimulator(credentials=ACCESS, pool_keys={"FC123456"}), {}),
         "dypls-offline": (DyplsSimulator(credentials=ACCESS, pool_keys={"FC999999"}), {}),
+        "recon-ccc-2017": (CccSimulator(instance_id="inst-r2017", credentials=ACCESS), {"api_version": "2017-07-05"}),
+        "recon-ccc-2020": (
+            CccSimulator(instance_id="inst-r2020", credentials=ACCESS, api_versions=("2020-07-01",)),
+            {"api_version": "2020-07-01", "reconcile_recordings": ["mono", "multichannel"]},
+        ),
+        "recon-dypls": (DyplsSimulator(credentials=ACCESS, pool_keys={"FC777777"}), {}),
     }
     sources = {}
     for source_id, (simulator, extra) in simulators.items():
@@ -127,6 +144,9 @@ def alibaba() -> Iterator[dict[str, AlibabaSource]]:
             pool = sorted(simulator.pool_keys)[0]
             document = {"provider": "dypls", "dypls": {"pool_key": pool, "endpoint": endpoint, **access}}
         document |= {"id": source_id, "webhook_token": token, "timezone": "Asia/Shanghai"}
+        document["reconcile"] = RECONCILE if source_id in RECONCILED else NO_RECONCILE
+        if source_id == "recon-dypls":
+            document["reconcile"] = {"wait_for_push": "2s"}  # the grace for a recording receipt
         sources[source_id] = AlibabaSource(source_id, token, simulator, document)
     yield sources
     for simulator, _ in simulators.values():
@@ -146,6 +166,8 @@ def stack(
         _source(pbxs["slow-pbx"], read_timeout_seconds=1),
         _source(pbxs["tls-pbx"], ca_bundle=tls_ca),
         _source(pbxs["wrong-password-pbx"]),
+        _source(pbxs["recon-pbx"]),
+        _source(pbxs["ops-pbx"]),
         *(source.document for source in alibaba.values()),
     ]
     sources_file = work / "sources.yaml"

@@ -229,6 +229,13 @@ class RecordingLedger:
             return False
         return True
 
+    def annotate(self, key: dict[str, str], **values: Any) -> None:
+        """Add facts to an existing item whatever its status (who asked for a retry, say)."""
+        try:
+            self._update(key, set_values=values, condition="attribute_exists(#pk)", condition_values={})
+        except ClientError as exc:
+            _unless_condition_failed(exc)
+
     def forget(self, key: dict[str, str], *, if_status: Status | None = None) -> None:
         """Delete an item (a placeholder whose files are now known); with ``if_status`` only if it
         still has that status."""
@@ -293,12 +300,20 @@ class RecordingLedger:
             values[":source"] = source_id
         return self._query(**params, KeyConditionExpression=condition, ExpressionAttributeValues=values)
 
-    def by_call_date(self, source_id: str, first_day: str, last_day: str) -> Iterator[dict[str, Any]]:
-        """Every item of one source whose call was on a day from ``first_day`` to ``last_day``."""
+    def by_call_date(
+        self, source_id: str, first_day: str, last_day: str, *, attributes: tuple[str, ...] = ()
+    ) -> Iterator[dict[str, Any]]:
+        """Every item of one source whose call was on a day from ``first_day`` to ``last_day``
+        (only ``attributes`` of each, if given)."""
+        params: dict[str, Any] = {}
+        if attributes:
+            params["ProjectionExpression"] = ", ".join(f"#a{i}" for i in range(len(attributes)))
+            params["ExpressionAttributeNames"] = {f"#a{i}": name for i, name in enumerate(attributes)}
         return self._query(
             IndexName=CALL_DATE_INDEX,
             KeyConditionExpression="source_id = :source AND call_date BETWEEN :first AND :last",
             ExpressionAttributeValues={":source": source_id, ":first": first_day, ":last": last_day},
+            **params,
         )
 
     def _query(self, **params: Any) -> Iterator[dict[str, Any]]:
@@ -314,21 +329,20 @@ class RecordingLedger:
         """Which of these keys have an item (BatchGetItem, consistent, unprocessed keys retried)."""
         found: set[tuple[str, str]] = set()
         unique = list({(key["pk"], key["sk"]): key for key in keys}.values())
-        resource = self._table.meta.client
+        # The resource's own client: it converts attribute values the way the Table does.
+        client = self._table.meta.client
         for start in range(0, len(unique), BATCH_GET_LIMIT):
             request: dict[str, Any] = {
                 self._table.name: {
-                    "Keys": [
-                        {"pk": {"S": k["pk"]}, "sk": {"S": k["sk"]}} for k in unique[start : start + BATCH_GET_LIMIT]
-                    ],
+                    "Keys": unique[start : start + BATCH_GET_LIMIT],
                     "ConsistentRead": True,
                     "ProjectionExpression": "pk, sk",
                 }
             }
             while request:
-                reply = resource.batch_get_item(RequestItems=request)
+                reply = client.batch_get_item(RequestItems=request)
                 for item in reply.get("Responses", {}).get(self._table.name, []):
-                    found.add((item["pk"]["S"], item["sk"]["S"]))
+                    found.add((str(item["pk"]), str(item["sk"])))
                 request = reply.get("UnprocessedKeys") or {}
         return found
 

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from botocore.exceptions import ClientError
 
 from callvault.errors import ConfigError, FetchError
@@ -353,18 +353,12 @@ class ReconcileQueue:
 
 def emit_run_metrics(report: RunReport) -> None:
     """CloudWatch metrics (EMF) of a run, per source and across sources (alarms use the latter)."""
-    values = {
-        "ReconciledRecordings": report.found,
-        "LostPushes": report.lost_pushes,
-        "ReconciliationFailures": int(report.status == "failed"),
-    }
-    for name, value in values.items():
-        for dimensions in ({"source": report.source_id}, {}):
-            with single_metric(
-                name=name,
-                unit=MetricUnit.Count,
-                value=value,
-                namespace=METRICS_NAMESPACE,
-                default_dimensions=dimensions,
-            ):
-                pass
+    for dimensions in ({"source": report.source_id}, {}):
+        # Ephemeral: the local runtime runs several invocations in one process at once.
+        metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE)
+        metrics.add_metric(name="ReconciledRecordings", unit=MetricUnit.Count, value=report.found)
+        metrics.add_metric(name="LostPushes", unit=MetricUnit.Count, value=report.lost_pushes)
+        metrics.add_metric(name="ReconciliationFailures", unit=MetricUnit.Count, value=int(report.status == "failed"))
+        for name, value in dimensions.items():
+            metrics.add_dimension(name=name, value=value)
+        metrics.flush_metrics()

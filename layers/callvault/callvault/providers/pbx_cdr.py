@@ -40,6 +40,12 @@ _BY_SPELLING = {spelling: canonical for canonical, spellings in ALIASES.items() 
 MAX_PROBLEMS = 20
 
 
+def _printable(text: str) -> str:
+    """A header as it may appear in a reason: no control characters, no endless length."""
+    cleaned = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return cleaned if len(cleaned) <= 40 else cleaned[:39] + "…"
+
+
 def normalise_header(name: str) -> str:
     return re.sub(r"[\s_\-]", "", name.strip().lstrip("\ufeff")).lower()
 
@@ -89,9 +95,8 @@ def parse_cdr_csv(data: bytes) -> CdrTable:
     if "callid" not in fields and "cdrid" not in fields:
         missing.insert(0, "callid")
     if missing:
-        raise PermanentFailure(
-            f"CDR CSV has no {' or '.join(missing)} column (columns: {', '.join(table.columns) or 'none'})"
-        )
+        shown = ", ".join(_printable(column) for column in table.columns[:12]) or "none"
+        raise PermanentFailure(f"CDR CSV has no {' or '.join(missing)} column (columns: {shown})")
     line = 1
     try:
         for cells in reader:

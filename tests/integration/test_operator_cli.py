@@ -1,0 +1,185 @@
+"""The ``callvault`` operator command against the local stack (its state file), as ops use it.
+
+Each command runs in-process through ``callvault.admin.cli.main`` with the arguments an
+operator types; one test runs the installed console script to pin that it exists.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callvault.admin.cli import main
+from local.stack import LocalStack
+from tests.conftest import ROOT
+from tests.integration.conftest import ZONE, Archive, Pbx, post_report
+
+pytestmark = pytest.mark.integration
+
+
+def callvault(stack: LocalStack, *args: str) -> tuple[int, str]:
+    """Run ``callvault ARGS --state <the stack's state file>``; returns (exit status, stdout)."""
+    out = io.StringIO()
+    code = main([*args, "--state", str(stack.state_file)], out=out)
+    return code, out.getvalue()
+
+
+def callvault_json(stack: LocalStack, *args: str) -> tuple[int, Any]:
+    code, text = callvault(stack, *args, "--json")
+    return code, json.loads(text) if text.strip() else None
+
+
+def test_failed_lists_a_failed_file_with_its_reason_and_retry_archives_it_once_the_fault_is_cleared(
+    stack: LocalStack, archive: Archive, pbxs: dict[str, Pbx]
+) -> None:
+    pbx = pbxs["ops-pbx"]
+    # Given a recording whose downloads fail until the workflow gives up
+    pbx.simulator.set_fault("error_5xx", count=1000)
+    call = pbx.simulator.place_call(duration_s=30, push=False)
+    try:
+        assert post_report(stack, pbx.source_id, call.report, token=pbx.token).status_code == 200
+        [item] = archive.settled(pbx.source_id, call.callid)
+        assert item["status"] == "FAILED"
+    finally:
+        pbx.simulator.clear_faults()
+
+    # When the operator lists what failed
+    code, failed = callvault_json(stack, "failed", "--source", pbx.source_id)
+    assert code == 0
+    [entry] = [f for f in failed if f["call_id"] == call.callid]
+    assert entry["source_id"] == pbx.source_id and "gave up after 4 attempts" in entry["reason"]
+    code, text = callvault(stack, "failed", "--since", "1h")
+    assert code == 0 and call.callid in text and "HTTP 503" in text
+
+    # And retries it now that the PBX is well again
+    code, text = callvault(stack, "retry", pbx.source_id, call.callid)
+    assert code == 0 and "1 file(s) enqueued again" in text
+
+    # Then it is archived, and the ledger says who asked for the retry
+    [item] = archive.settled(pbx.source_id, call.callid)
+    assert item["status"] == "STORED" and item["sha256"] == call.sha256
+    assert item["retried_by"].endswith("(local stack)") and item["retried_at"] and item["origin"] == "operator"
+    code, failed = callvault_json(stack, "failed", "--source", pbx.source_id)
+    assert call.callid not in [f["call_id"] for f in failed]
+    # A second retry has nothing left to do
+    assert callvault(stack, "retry", pbx.source_id, call.callid)[0] == 1
+
+
+def test_status_shows_a_calls_files_and_says_when_a_call_is_unknown(
+    stack: LocalStack, archive: Archive, pbxs: dict[str, Pbx], capsys: pytest.CaptureFixture[str]
+) -> None:
+    pbx = pbxs["ops-pbx"]
+    call = pbx.simulator.place_call(duration_s=20, push=False)
+    post_report(stack, pbx.source_id, call.report, token=pbx.token)
+    [item] = archive.settled(pbx.source_id, call.callid)
+
+    code, files = callvault_json(stack, "status", pbx.source_id, call.callid)
+    assert code == 0
+    [entry] = files
+    assert (entry["status"], entry["s3_key"], entry["attempts"]) == ("STORED", item["s3_key"], 1)
+    code, text = callvault(stack, "status", pbx.source_id, call.callid)
+    assert code == 0 and "STORED" in text and call.recording in text
+
+    assert callvault(stack, "status", pbx.source_id, "no-such-call")[0] == 1
+    assert "no record of call 'no-such-call'" in capsys.readouterr().err
+
+
+def test_dlq_redrive_moves_a_parked_job_back_and_it_is_processed(
+    stack: LocalStack, archive: Archive, pbxs: dict[str, Pbx]
+) -> None:
+    pbx = pbxs["ops-pbx"]
+    call = pbx.simulator.place_call(duration_s=25, push=False)
+    job = {
+        "source_id": pbx.source_id,
+        "provider": "pbx",
+        "call_id": call.callid,
+        "call_time": call.timestart.isoformat(),
+        "locator": {"recording": call.recording},
+        "file_name": call.recording,
+    }
+    # Given a valid job and a malformed message parked in the dead-letter queue
+    sqs = stack.client("sqs")
+    sqs.send_message(QueueUrl=stack.state["dlq_url"], MessageBody=json.dumps(job))
+    sqs.send_message(QueueUrl=stack.state["dlq_url"], MessageBody='{"not": "a job"}')
+
+    code, parked = callvault_json(stack, "dlq", "list")
+    assert code == 0
+    assert sorted(bool(m["job"]) for m in parked) == [False, True]
+    assert any("lacks" in (m["problem"] or "") for m in parked)
+
+    # When the operator redrives the DLQ
+    code, text = callvault(stack, "dlq", "redrive")
+
+    # Then the job is archived and the malformed message stays parked
+    assert code == 0 and "1 job(s) moved back to the fetch queue, 1 invalid message(s) left" in text
+    [item] = archive.settled(pbx.source_id, call.callid)
+    assert item["status"] == "STORED" and item["sha256"] == call.sha256
+    code, left = callvault_json(stack, "dlq", "list")
+    assert [m["job"] for m in left] == [None]
+
+
+def test_reconcile_backfills_a_range_and_stats_counts_by_source_and_status(
+    stack: LocalStack, archive: Archive, pbxs: dict[str, Pbx], capsys: pytest.CaptureFixture[str]
+) -> None:
+    pbx = pbxs["ops-pbx"]
+    # Given two recorded calls the PBX never reported, earlier today in the PBX's zone
+    start = datetime.now(ZONE).replace(microsecond=0) - timedelta(minutes=20)
+    calls = [pbx.simulator.place_call(duration_s=30, start=start + timedelta(minutes=i), push=False) for i in (0, 1)]
+
+    # When the operator backfills the last two days
+    day = datetime.now(ZONE).date()
+    code, text = callvault(
+        stack, "reconcile", pbx.source_id, "--from", f"{day - timedelta(days=1)}", "--to", f"{day + timedelta(days=1)}"
+    )
+
+    # Then each day is a window of its own, and the calls are archived
+    assert code == 0, capsys.readouterr().err
+    assert "2/2 windows" in capsys.readouterr().err
+    assert "2 whose push was lost, 2 enqueued" in text
+    for call in calls:
+        [item] = archive.settled(pbx.source_id, call.callid)
+        assert item["status"] == "STORED"
+
+    code, stats = callvault_json(stack, "stats", "--since", "1d")
+    assert code == 0
+    files = stats["sources"][pbx.source_id]["files"]
+    assert files["STORED"] >= 2
+    code, text = callvault(stack, "stats")
+    assert code == 0 and pbx.source_id in text and "STORED" in text
+
+
+def test_a_reconcile_the_stack_refuses_is_a_clear_error(stack: LocalStack, capsys: pytest.CaptureFixture[str]) -> None:
+    assert callvault(stack, "reconcile", "no-such-source")[0] == 1
+    assert "unknown source 'no-such-source'" in capsys.readouterr().err
+    assert callvault(stack, "reconcile", "ops-pbx", "--from", "2026-01-02")[0] == 2
+    assert "give both --from and --to" in capsys.readouterr().err
+
+
+def test_without_a_stack_the_command_says_how_to_name_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["failed"]) == 2
+    assert "--stack-name NAME (deployed) or --state FILE" in capsys.readouterr().err
+    assert main(["failed", "--state", str(tmp_path / "missing.json")]) == 2
+    assert "start one with `make local`" in capsys.readouterr().err
+
+
+def test_the_callvault_command_is_installed_with_help_on_each_command() -> None:
+    script = Path(sys.executable).parent / "callvault"
+    for args in ([], ["status"], ["failed"], ["retry"], ["dlq"], ["reconcile"], ["stats"]):
+        result = subprocess.run(  # noqa: S603 - our own console script
+            [str(script), *args, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert result.returncode == 0, result.stderr
+        assert "usage: callvault" in result.stdout
