@@ -25,7 +25,7 @@ import yaml
 
 from local.simulators.ccc import CccSimulator
 from local.simulators.dypls import DyplsSimulator
-from local.simulators.pbx import PbxSimulator, make_self_signed
+from local.simulators.pbx import PbxSimulator, SimulatedCall, make_self_signed
 from local.stack import LocalStack
 from tests.conftest import ROOT
 
@@ -263,6 +263,18 @@ def post_report(
     if token is not None and how == "header":
         headers["X-Webhook-Token"] = token
     return requests.post(webhook_url(stack, source_id), params=params, data=body, headers=headers, timeout=10)
+
+
+def pbx_job(pbx: Pbx, call: SimulatedCall) -> dict[str, Any]:
+    """The FetchJob (as queued JSON) the webhook makes of a PBX call's NewCdr report."""
+    return {
+        "source_id": pbx.source_id,
+        "provider": "pbx",
+        "call_id": call.callid,
+        "call_time": call.timestart.isoformat(),
+        "locator": {"recording": call.recording},
+        "file_name": call.recording,
+    }
 
 
 def concurrently(*calls: Callable[[], Any]) -> list[Any]:

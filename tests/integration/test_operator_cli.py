@@ -20,7 +20,7 @@ import pytest
 from callvault.admin.cli import main
 from local.stack import LocalStack
 from tests.conftest import ROOT
-from tests.integration.conftest import ZONE, Archive, Pbx, post_report
+from tests.integration.conftest import ZONE, Archive, Pbx, pbx_job, post_report
 
 pytestmark = pytest.mark.integration
 
@@ -97,14 +97,7 @@ def test_dlq_redrive_moves_a_parked_job_back_and_it_is_processed(
 ) -> None:
     pbx = pbxs["ops-pbx"]
     call = pbx.simulator.place_call(duration_s=25, push=False)
-    job = {
-        "source_id": pbx.source_id,
-        "provider": "pbx",
-        "call_id": call.callid,
-        "call_time": call.timestart.isoformat(),
-        "locator": {"recording": call.recording},
-        "file_name": call.recording,
-    }
+    job = pbx_job(pbx, call)
     # Given a valid job and a malformed message parked in the dead-letter queue
     sqs = stack.client("sqs")
     sqs.send_message(QueueUrl=stack.state["dlq_url"], MessageBody=json.dumps(job))

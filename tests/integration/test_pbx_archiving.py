@@ -14,7 +14,7 @@ import pytest
 
 from local.stack import LocalStack
 from tests.conftest import sample_event
-from tests.integration.conftest import Archive, Pbx, concurrently, post_report, wait_for
+from tests.integration.conftest import Archive, Pbx, concurrently, pbx_job, post_report, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -77,14 +77,7 @@ def test_the_same_report_delivered_twice_at_once_gives_one_object_and_one_ledger
 def test_concurrent_fetches_of_one_job_download_once(stack: LocalStack, archive: Archive, pbxs: dict[str, Pbx]) -> None:
     pbx = pbxs["dup-pbx"]
     call = pbx.simulator.place_call(duration_s=90, push=False)
-    job = {
-        "source_id": pbx.source_id,
-        "provider": "pbx",
-        "call_id": call.callid,
-        "call_time": call.timestart.isoformat(),
-        "locator": {"recording": call.recording},
-        "file_name": call.recording,
-    }
+    job = pbx_job(pbx, call)
     downloads_before = pbx.simulator.counters["downloads_ok"]
 
     def deliver(message_id: str) -> object:

@@ -16,7 +16,7 @@ from callvault.providers import TimeWindow
 from callvault.providers.pbx import PROVIDER as PBX
 from callvault.providers.pbx import job_from_cdr, listing_from_cdr
 from callvault.providers.pbx_cdr import parse_cdr_csv
-from callvault.reconciliation import ReconcileRefused, backfill_request
+from callvault.reconciliation import ReconcileRefused, backfill_request, reconcile_window
 from callvault.retry_policy import plan_retry
 from callvault.sources import ReconcileSettings, parse_source
 from callvault.timefmt import format_duration, parse_duration
@@ -189,6 +189,7 @@ def test_a_backfill_request_names_a_source_and_a_range_or_nothing() -> None:
         ({"source_id": "s", "from": "2026-01-01", "to": "2026-03-01"}, "at most 31 days apart"),
         ({"source_id": "s", "from": "2026-12-01", "to": "2026-12-02T00:00:00+08:00"}, "both give a UTC offset"),
         ({"source_id": "s", "from": "tuesday", "to": "2026-12-02"}, "not an ISO 8601 time"),
+        ({"source_id": "s", "from": "9999-12-30", "to": "9999-12-31"}, "fall in the years 2000 to 2100"),
         ({"source_id": 7}, "source_id must be"),
         ([], "a reconcile request is"),
     ],
@@ -227,6 +228,7 @@ def test_a_call_nothing_confirmed_was_recorded_ends_no_recording_when_the_provid
     ("change", "message"),
     [
         ({"origin": "cron"}, "origin must be one of"),
+        ({"origin": {"a": 1}}, "origin must be one of"),
         ({"recording_confirmed": "no"}, "recording_confirmed must be true or false"),
         ({"not_before": "soon"}, "not_before is not ISO 8601"),
         ({"no_recording": 1}, "no_recording must be a string"),
@@ -238,3 +240,34 @@ def test_jobs_with_ill_typed_new_fields_are_invalid(change: dict[str, Any], mess
     raw = unconfirmed(1).to_dict() | change
     with pytest.raises(InvalidJob, match=message):
         FetchJob.from_dict(raw)
+
+
+# -- windows -----------------------------------------------------------------------------
+
+SETTINGS = ReconcileSettings(wait_for_push=timedelta(minutes=10), overlap=timedelta(hours=2))
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+
+
+def test_the_first_run_reads_back_to_its_lookback_and_later_runs_overlap_the_checkpoint() -> None:
+    first = reconcile_window(SETTINGS, NOW, None)
+    later = reconcile_window(SETTINGS, NOW, checkpoint=NOW - timedelta(minutes=25))
+
+    assert first == TimeWindow(NOW - timedelta(days=1), NOW - timedelta(minutes=10), NOW - timedelta(minutes=10))
+    assert later is not None
+    assert (later.start, later.end) == (NOW - timedelta(hours=2, minutes=25), NOW - timedelta(minutes=10))
+
+
+def test_after_a_long_outage_the_backlog_is_read_a_day_per_run_and_each_run_moves_on() -> None:
+    checkpoint = NOW - timedelta(days=30)
+    window = reconcile_window(SETTINGS, NOW, checkpoint)
+
+    assert window is not None and window.start == checkpoint - timedelta(hours=2)
+    assert window.end == checkpoint + timedelta(days=1)  # past the checkpoint: the next run goes on
+
+
+def test_nothing_is_read_before_a_push_could_have_come_and_a_backfill_stops_at_now() -> None:
+    assert reconcile_window(SETTINGS, NOW, checkpoint=NOW - timedelta(minutes=5)) is not None  # overlap
+    fresh = ReconcileSettings(overlap=timedelta(0), wait_for_push=timedelta(minutes=10))
+    assert reconcile_window(fresh, NOW, checkpoint=NOW - timedelta(minutes=5)) is None
+    backfill = reconcile_window(SETTINGS, NOW, None, NOW - timedelta(days=1), NOW + timedelta(days=1))
+    assert backfill is not None and backfill.end == NOW and backfill.settled_before == NOW - timedelta(minutes=10)

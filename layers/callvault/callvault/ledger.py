@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -193,9 +193,12 @@ class RecordingLedger:
         reason = f"waiting until {due_at} for the provider to announce the recording"
         return self._note(job, Status.EXPECTED, reason, due_at)
 
-    def note_no_recording(self, job: FetchJob, reason: str) -> None:
-        """The provider has no recording of this call (e.g. it was never answered)."""
-        self.release(job, ledger_key(job), Status.NO_RECORDING, reason, None)
+    def note_no_recording(self, job: FetchJob, reason: str) -> bool:
+        """The provider has no recording of this call (e.g. it was never answered); False if the
+        ledger knows the call otherwise (a recording of it arrived after all: that one wins)."""
+        if self.call_items(job.source_id, job.call_id):
+            return False
+        return self._note(job, Status.NO_RECORDING, reason)
 
     def mark_queued(self, job: FetchJob, reason: str) -> bool:
         """Note that a job was enqueued for this item by reconciliation or an operator, so the
@@ -268,16 +271,16 @@ class RecordingLedger:
             )
         )
 
-    def handled(self, jobs: Iterable[FetchJob]) -> set[str]:
+    def handled(self, jobs: list[FetchJob]) -> set[str]:
         """Identities of the jobs the ledger already knows about, in any status.
 
         A job naming a file is known when that file has an item. A job with a selector is
         known when its placeholder exists or a file was archived through that selector (the
         provider named the files: a ``*mono`` job's file is not a ``*multichannel`` job's).
         """
-        jobs = list(jobs)
-        known = self._existing_keys([ledger_key(job) for job in jobs])
-        handled = {job.identity for job in jobs if (ledger_key(job)["pk"], ledger_key(job)["sk"]) in known}
+        keys = {job.identity: ledger_key(job) for job in jobs}
+        known = self._existing_keys(list(keys.values()))
+        handled = {identity for identity, key in keys.items() if (key["pk"], key["sk"]) in known}
         for job in jobs:
             if job.identity in handled or job.names_a_file:
                 continue

@@ -119,7 +119,8 @@ class FetchJob:
                     datetime.fromisoformat(raw[name])
                 except (TypeError, ValueError) as exc:
                     raise InvalidJob(f"fetch job {name} is not ISO 8601: {raw[name]!r}") from exc
-        if raw.get("origin", ORIGIN_PUSH) not in ORIGINS:
+        origin = raw.get("origin", ORIGIN_PUSH)
+        if not isinstance(origin, str) or origin not in ORIGINS:
             raise InvalidJob(f"fetch job origin must be one of {', '.join(sorted(ORIGINS))}")
         if not isinstance(raw.get("recording_confirmed", True), bool):
             raise InvalidJob("fetch job recording_confirmed must be true or false")

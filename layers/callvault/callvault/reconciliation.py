@@ -12,8 +12,9 @@ every source is compared with the provider's own record of its calls:
   receipt has not come by its due time is fetched anyway.
 
 Overlapping windows, a late push and two reconcilers at once are harmless: the ledger knows
-what it has (``RecordingLedger.handled``), an enqueued job is noted QUEUED, and the fetcher's
-claim guarantees one download and one object per file whatever is enqueued twice.
+what it has (``RecordingLedger.handled``), an enqueued file is noted QUEUED, and the fetcher's
+claim guarantees one download and one object per file whatever is enqueued twice (a call whose
+files only the provider can name may be resolved twice, never downloaded twice).
 
 Each run is recorded in the ledger table (``SOURCE#{id}`` / ``RUN#…``, kept 90 days) with
 what it found, enqueued and how many pushes were lost, and as metrics per source.
@@ -39,7 +40,7 @@ from callvault.ledger import RecordingLedger, Status, ledger_key
 from callvault.models import ORIGIN_RECONCILIATION, FetchJob, InvalidJob
 from callvault.observability import logger
 from callvault.providers import CallListing, ProviderRuntime, TimeWindow, call_lister, provider_named
-from callvault.sources import Source
+from callvault.sources import ReconcileSettings, Source
 from callvault.timefmt import iso, utc_now
 
 METRICS_NAMESPACE = "callvault"
@@ -47,6 +48,11 @@ RUN_RECORD_DAYS = 90
 STATE_SK = "STATE#reconcile"
 QUEUED_REASON = "enqueued by reconciliation: the provider lists this recording but no push announced it"
 EXPECTED_REASON = "enqueued by reconciliation: no recording receipt came for this answered call"
+MAX_PROBLEMS = 20
+MAX_SCHEDULED_ADVANCE = timedelta(days=1)
+MAX_PROBLEM_CHARS = 300
+# Windows and backfills must fall in these years: a typo must not reach the providers.
+PLAUSIBLE_YEARS = range(2000, 2101)
 
 
 class ReconcileRefused(ConfigError):
@@ -114,6 +120,11 @@ class ReconcileState:
     def record(self, report: RunReport) -> None:
         now = utc_now()
         summary = {k: v for k, v in report.to_dict().items() if v not in (None, [], "")}
+        if report.problems:
+            # A provider with thousands of bad records must not make the record too big to write.
+            shown = [problem[:MAX_PROBLEM_CHARS] for problem in report.problems[:MAX_PROBLEMS]]
+            hidden = len(report.problems) - len(shown)
+            summary["problems"] = shown + ([f"{hidden} more not shown"] if hidden else [])
         expires = int((now + timedelta(days=RUN_RECORD_DAYS)).timestamp())
         run_key = self._key(report.source_id, f"RUN#{report.started_at}#{uuid.uuid4().hex[:8]}")
         self._table.put_item(Item={**run_key, **summary, "expires_at": expires})
@@ -136,6 +147,29 @@ class ReconcileState:
                 raise
             return False
         return True
+
+
+def reconcile_window(
+    settings: ReconcileSettings,
+    now: datetime,
+    checkpoint: datetime | None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> TimeWindow | None:
+    """The calls a run reads: a backfill's ``start``..``end``, or the schedule's window from the
+    checkpoint minus the overlap (the first run: ``first_lookback`` ago) to ``wait_for_push``
+    ago; None when there is nothing to read yet. Calls ending after ``wait_for_push`` ago are
+    left to a later run either way."""
+    settled_before = now - settings.wait_for_push
+    if start is None or end is None:
+        start = checkpoint - settings.overlap if checkpoint else now - settings.first_lookback
+        # After a long outage the backlog is read a day past the checkpoint per run, not in one
+        # oversized window (a PBX's CSV of a month, a reconciler timeout).
+        end = min(settled_before, start + settings.overlap + MAX_SCHEDULED_ADVANCE)
+    end = min(end, now)
+    if end <= start:
+        return None
+    return TimeWindow(start=start, end=end, settled_before=settled_before)
 
 
 class Reconciler:
@@ -191,7 +225,10 @@ class Reconciler:
                     )
                 self._sweep_expectations(source, report, now)
             else:
-                window = self._window(source, now, start, end)
+                checkpoint = None if backfill else self._state.get(source.id).get("checkpoint_until")
+                window = reconcile_window(
+                    source.reconcile, now, datetime.fromisoformat(checkpoint) if checkpoint else None, start, end
+                )
                 if window is None:
                     report.status = "idle"
                 else:
@@ -208,20 +245,6 @@ class Reconciler:
         self._finish(report)
         return report
 
-    def _window(self, source: Source, now: datetime, start: datetime | None, end: datetime | None) -> TimeWindow | None:
-        settings = source.reconcile
-        settled_before = now - settings.wait_for_push
-        if start is None or end is None:
-            checkpoint = self._state.get(source.id).get("checkpoint_until")
-            start = (
-                datetime.fromisoformat(checkpoint) - settings.overlap if checkpoint else now - settings.first_lookback
-            )
-            end = settled_before
-        end = min(end, now)
-        if end <= start:
-            return None
-        return TimeWindow(start=start, end=end, settled_before=settled_before)
-
     def _archive_missing(self, source: Source, listing: CallListing, window: TimeWindow, report: RunReport) -> None:
         report.calls, report.deferred, report.problems = listing.calls, listing.deferred, listing.problems
         if listing.audit is not None:
@@ -232,7 +255,11 @@ class Reconciler:
         missing = [job for job in jobs if job.identity not in handled]
         self._enqueue(missing, report)
         for job in missing:
-            self._ledger.mark_queued(job, QUEUED_REASON)
+            # Noted after enqueueing (a crash leaves nothing marked that is not queued), and only
+            # for a named file: its note is the file's own item, which the fetcher's claim takes
+            # over. A call's placeholder noted after a fast fetch had resolved it would stay QUEUED.
+            if job.names_a_file:
+                self._ledger.mark_queued(job, QUEUED_REASON)
 
     def _sweep_expectations(self, source: Source, report: RunReport, now: datetime) -> None:
         """Dypls: fetch the expected recordings whose receipt has not come by their due time."""
@@ -316,6 +343,8 @@ def backfill_request(event: Any) -> tuple[str, datetime | None, datetime | None]
     start, end = moments
     if (start.tzinfo is None) != (end.tzinfo is None):
         raise ReconcileRefused("from and to must both give a UTC offset, or neither")
+    if start.year not in PLAUSIBLE_YEARS or end.year not in PLAUSIBLE_YEARS:
+        raise ReconcileRefused(f"from and to must fall in the years {PLAUSIBLE_YEARS[0]} to {PLAUSIBLE_YEARS[-1]}")
     if not start < end <= start + MAX_BACKFILL:
         raise ReconcileRefused(f"from must be before to, at most {MAX_BACKFILL.days} days apart")
     return source_id, start, end

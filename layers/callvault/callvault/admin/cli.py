@@ -29,7 +29,7 @@ from callvault.admin import commands
 from callvault.admin.target import StackTarget, TargetError
 from callvault.jobs import JobQueue
 from callvault.ledger import RecordingLedger, Status
-from callvault.reconciliation import ReconcileState
+from callvault.reconciliation import PLAUSIBLE_YEARS, ReconcileState
 from callvault.sources import SourceDirectory
 from callvault.timefmt import parse_duration, utc_now
 
@@ -98,6 +98,8 @@ def _since(text: str | None) -> datetime | None:
         return None
     try:
         return utc_now() - parse_duration(text)
+    except OverflowError:
+        raise UsageError(f"--since {text!r} is too far back") from None
     except ValueError:
         pass
     try:
@@ -222,6 +224,8 @@ def run_reconcile(args: argparse.Namespace, target: StackTarget, out: TextIO) ->
             raise UsageError(f"--from/--to: {exc}") from None
         if (start.tzinfo is None) != (end.tzinfo is None) or not start < end:
             raise UsageError("--from must be before --to, both with a UTC offset or both without")
+        if start.year not in PLAUSIBLE_YEARS or end.year not in PLAUSIBLE_YEARS:
+            raise UsageError(f"--from and --to must fall in the years {PLAUSIBLE_YEARS[0]} to {PLAUSIBLE_YEARS[-1]}")
         reports = commands.reconcile_range(client, function, args.source, start, end, _progress(args, out))
     total = {key: sum(int(r.get(key, 0)) for r in reports) for key in ("calls", "found", "lost_pushes", "enqueued")}
     failed = [r for r in reports if r.get("status") == "failed"]
