@@ -120,8 +120,8 @@ def bench_streaming(sizes_mib: list[int]) -> list[dict[str, Any]]:
 
 def bench_webhook(batches: int) -> dict[str, Any]:
     from callvault.observability import logger
+    from local.emulator.stack import LocalStack
     from local.simulators.dypls import DyplsSimulator
-    from local.stack import LocalStack
 
     logger.setLevel("ERROR")
     simulator = DyplsSimulator(credentials={"LTAI-bench": "bench-secret"}, pool_keys={"FC123456"}).start()

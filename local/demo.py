@@ -26,9 +26,10 @@ from typing import Any
 from callvault.errors import ConfigError
 from callvault.observability import logger
 from callvault.sources import load_sources_file
+from local.emulator.errors import LocalStackError
+from local.emulator.stack import LocalStack
 from local.simulated_providers import ExpectedFile, SimulatedSource, start_simulators, stop_simulators
 from local.simulators.pbx import PbxSimulator
-from local.stack import LocalStack, LocalStackError
 
 ROOT = Path(__file__).resolve().parents[1]
 # Fast retries: the demo should show a retried fault within seconds, not minutes.

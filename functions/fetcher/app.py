@@ -19,7 +19,7 @@ from callvault.ledger import RecordingLedger, lease_seconds_for
 from callvault.models import FetchJob
 from callvault.observability import logger
 from callvault.provider_state import ProviderState
-from callvault.providers import ProviderRuntime
+from callvault.providers.interface import ProviderRuntime
 from callvault.sources import SourceDirectory
 
 processor = BatchProcessor(event_type=EventType.SQS)

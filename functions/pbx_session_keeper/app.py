@@ -1,4 +1,4 @@
-"""PBX session keeper (scheduled): keep each PBX API token alive so the PBX keeps pushing reports."""
+"""Session keeper (scheduled): keep each PBX API token alive so the PBX keeps pushing reports."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from callvault.config import settings
 from callvault.http import HttpClients
 from callvault.observability import logger
 from callvault.provider_state import ProviderState
-from callvault.providers import ProviderRuntime
-from callvault.session_keeper import keep_pbx_sessions
+from callvault.providers.interface import ProviderRuntime
+from callvault.sessions import keep_sessions
 from callvault.sources import SourceDirectory
 
 
@@ -32,4 +32,4 @@ def _dependencies() -> tuple[SourceDirectory, ProviderRuntime]:
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
     sources, runtime = _dependencies()
-    return keep_pbx_sessions(sources, runtime)
+    return keep_sessions(sources, runtime)

@@ -25,7 +25,7 @@ from callvault.jobs import JobQueue
 from callvault.ledger import RecordingLedger
 from callvault.observability import logger
 from callvault.provider_state import ProviderState
-from callvault.providers import ProviderRuntime
+from callvault.providers.interface import ProviderRuntime
 from callvault.reconciliation import ReconcileQueue, Reconciler, ReconcileState, backfill_request, source_request
 from callvault.sources import SourceDirectory
 

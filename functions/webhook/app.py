@@ -14,7 +14,7 @@ from callvault.config import settings
 from callvault.errors import RequestRejected
 from callvault.jobs import JobQueue
 from callvault.observability import logger
-from callvault.providers import InboundRequest
+from callvault.providers.interface import InboundRequest
 from callvault.sources import SourceDirectory
 from callvault.webhook import receive
 

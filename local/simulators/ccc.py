@@ -1,6 +1,6 @@
 """Strict simulator of Alibaba Cloud Call Center (CCC) recording APIs, 2017-07-05 and 2020-07-01.
 
-A real RPC server on loopback behind the verifying gateway of :mod:`local.simulators.aliyun`,
+A real RPC server on loopback behind the verifying gateway of :mod:`local.simulators.aliyun_gateway`,
 with an OSS-style file server (:mod:`local.simulators.oss`) for the download URLs.
 
 **2017-07-05** (seeds 000 / 001):
@@ -28,35 +28,9 @@ FileName, Duration(ms)}`` (a mono ``.wav`` of the whole contact) and
 404 ``NotExists.Recording`` (``not_ready_style="error"``) or, with ``not_ready_style="empty"``,
 200 ``OK`` with ``"Data": null`` so a client can be tested against both.
 
-**ListCallDetailRecords** (both versions; request and reply fields as in the vendor's SDK models,
-``aliyun-openapi-meta`` ``ccc/ListCallDetailRecords.json`` and the 2020-07-01 API reference):
-lists the calls whose ``StartTime`` (epoch ms) lies in ``[StartTime, StopTime]`` (2017) or
-``[StartTime, EndTime]`` (2020), both inclusive, newest first; ``InstanceId``, ``PageNumber`` and
-``PageSize`` are required, the window defaults to today 00:00 (UTC+8) .. now (documented for 2020,
-assumed for 2017).
-
-* 2017-07-05 -> ``CallDetailRecords.{TotalCount, PageNumber, PageSize, List.CallDetailRecord[]}``,
-  each with ``Agents.CallDetailAgent[]`` and ``Recordings.Recording[]`` (the merged ``.wav`` legs
-  that ``DownloadRecording`` accepts, once ready).  Filters: ``ContactId``, ``ContactType``,
-  ``ContactDisposition``, ``PhoneNumber`` (calling or called number), ``Criteria`` (part of either
-  number), ``WithRecording``.  Limits: ``PageNumber`` 1-5000 (SDK metadata), ``PageSize`` 1-100 and a
-  window of at most 7 days (not found in the vendor docs; kept because they are the stricter
-  reading); beyond them 400 ``InvalidParameter`` (inferred code), a value that is not an integer
-  400 ``Invalid{Name}`` (gateway).
-* 2020-07-01 -> ``Data.{TotalCount, PageNumber, PageSize, List[]}`` of ``{ContactId, StartTime,
-  ReleaseTime, CallDuration (s, a string), RecordingDuration, RecordingReady, ...}``.
-  ``TotalCount`` is only filled on page 1 and is 0 on later pages, as documented.  ``ContactId``
-  overrides every other filter (documented); else ``CallingNumber``, ``CalledNumber``,
-  ``ContactType``, ``ContactDisposition``, ``AgentId``, ``Criteria`` (``{"phoneNumber": part}``),
-  ``SortOrder`` (``DESC`` default, ``ASC``).  ``PageNumber`` and ``PageSize`` 1-100 (documented);
-  beyond them 400 ``Parameter.Invalid``, a non-integer 400 ``Parameter.Format`` (codes documented
-  for other 2020-07-01 actions, inferred here), another instance 404 ``NotExists.InstanceId``.
-  ``RecordingReady`` turns true once the recording is ready.
-
-Other documented filters (skill groups, satisfaction, early media, ``OrderBy``/``OrderByField``)
-are accepted and not applied.  ``place_call(recorded=False)`` makes a call that is listed without
-recordings (``RecordingReady`` false) and that every download action answers like a recording
-that is not ready.
+**ListCallDetailRecords** (both versions) lists the calls: :mod:`local.simulators.ccc_cdr`.
+``place_call(recorded=False)`` makes a call that is listed without recordings and that every
+download action answers like a recording that is not ready.
 
 Events: :meth:`CccSimulator.push_event` POSTs one JSON object per event, shaped like the
 2020-07-01 event notifications (``eventTime``, ``eventType``, ``instanceId``, ``contactId``,
@@ -72,30 +46,30 @@ import datetime as dt
 import hashlib
 import json
 import random
-import re
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import ClassVar, Self
+from typing import ClassVar
 
-from local.simulators.aliyun import (
-    AccessKey,
-    AliyunRpcSimulator,
-    JsonDict,
-    RpcContext,
-    RpcError,
-    iso_utc,
+from local.simulators.aliyun_gateway import AccessKey, AliyunRpcSimulator, JsonDict, RpcContext, RpcError
+from local.simulators.aliyun_signature import iso_utc
+from local.simulators.ccc_calls import BEIJING, V2017, V2020, CccCall, CccFile, EventPush, recordings_2017
+from local.simulators.ccc_cdr import list_cdrs_2017, list_cdrs_2020
+from local.simulators.ccc_replies import (
+    check_instance_2017,
+    error_2017,
+    reply_2017,
+    required,
+    v2_error,
+    v2_instance,
+    v2_reply,
 )
 from local.simulators.mkv import matroska_audio
 from local.simulators.oss import OssSimulator, content_type_for
+from local.simulators.push import post
 from local.simulators.wav import make_wav
 
 __all__ = ["QUOTE_STYLES", "CccCall", "CccFile", "CccSimulator", "EventPush", "matroska_audio"]
 
-V2017 = "2017-07-05"
-V2020 = "2020-07-01"
 #: How ``SignatureUrl`` is wrapped (the docs show both ASCII and typographic quotes).
 QUOTE_STYLES: Mapping[str, tuple[str, str]] = {
     "ascii": ('""', '""'),
@@ -104,87 +78,8 @@ QUOTE_STYLES: Mapping[str, tuple[str, str]] = {
     "none": ("", ""),
 }
 EVENT_TYPES = ("RecordingReady", "DualTrackRecordingReady", "CDRReady")
-_BEIJING = dt.timezone(dt.timedelta(hours=8))
 _BUCKET_2017 = "cloudcallcenter-online"
 _BUCKET_2020 = "ccc-v2-online"
-_INTEGER = re.compile(r"-?[0-9]+")
-_MAX_WINDOW_2017_MS = 7 * 86400 * 1000
-#: Every simulated call ends normally.
-_DISPOSITION = "Success"
-#: The 2020-07-01 names of the call types (``ContactType`` enum of its API reference).
-_V2_CONTACT_TYPES: Mapping[str, str] = {"INBOUND": "Inbound", "OUTBOUND": "Outbound", "INTERNAL": "Internal"}
-
-
-# --------------------------------------------------------------------------- data
-
-
-@dataclass(frozen=True)
-class CccFile:
-    """One recording file of a call, stored on the simulator's OSS.
-
-    ``kind``: ``dual_track`` (the 2017 ``.mkv``), ``merged`` (a 2017 per-leg ``.wav``),
-    ``mono`` (2020 GetMonoRecording) or ``multi_channel`` (2020 GetMultiChannelRecording).
-    """
-
-    file_name: str
-    bucket: str
-    key: str
-    kind: str
-    leg: int | None
-    duration_s: float
-    size: int
-    sha256: str
-    content_type: str
-
-
-@dataclass(frozen=True)
-class CccCall:
-    """A finished call placed with :meth:`CccSimulator.place_call` (times are epoch seconds).
-
-    An unrecorded call (``recorded=False``) has no ``files``; its ``mono`` and ``multi_channel``
-    name files that were never stored (size 0).
-    """
-
-    contact_id: str
-    instance_id: str
-    caller: str
-    callee: str
-    agent_id: str
-    call_type: str
-    start: float
-    end: float
-    duration_s: float
-    transferred_legs: int
-    ready_at: float
-    files: tuple[CccFile, ...]
-    mono: CccFile
-    multi_channel: CccFile
-    recorded: bool = True
-
-    @property
-    def file_names(self) -> tuple[str, ...]:
-        """FileNames DownloadAllTypeRecording lists, in order."""
-        return tuple(f.file_name for f in self.files)
-
-    def file(self, file_name: str) -> CccFile:
-        """The file called ``file_name`` (any API version; KeyError if unknown)."""
-        for f in (*self.files, self.mono, self.multi_channel):
-            if f.file_name == file_name:
-                return f
-        raise KeyError(file_name)
-
-
-@dataclass(frozen=True)
-class EventPush:
-    """One POST of an event; ``status`` is None when the connection failed."""
-
-    url: str
-    event_type: str
-    contact_id: str
-    status: int | None
-    latency_ms: float
-    error: str | None
-    payload: JsonDict
 
 
 # --------------------------------------------------------------------------- simulator
@@ -250,28 +145,14 @@ class CccSimulator(AliyunRpcSimulator):
         self.url_ttl_s = float(url_ttl_s)
         self.v2_url_ttl_s = float(v2_url_ttl_s)
         self.not_ready_style = not_ready_style
-        self._own_oss = oss is None
         self.oss = oss if oss is not None else OssSimulator(host=host, clock=self.now)
+        if oss is None:
+            self._serve_alongside(self.oss)
         self._calls: dict[str, CccCall] = {}
         self._by_file: dict[str, tuple[CccCall, CccFile]] = {}
         self._events: list[EventPush] = []
         self._seq = 80333360
         self._rng = random.Random(seed)
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> Self:
-        """Start the file server (if owned) and the RPC server; returns self."""
-        if self._own_oss:
-            self.oss.start()
-        super().start()
-        return self
-
-    def stop(self) -> None:
-        """Stop both servers."""
-        super().stop()
-        if self._own_oss:
-            self.oss.stop()
 
     # ------------------------------------------------------------------ calls
 
@@ -326,7 +207,7 @@ class CccSimulator(AliyunRpcSimulator):
         ready_at = now + (self.not_ready_seconds if ready_after_s is None else float(ready_after_s))
         start = now - duration_s
         agent = agent_id or f"agent@{self.instance_id}"
-        local = dt.datetime.fromtimestamp(start, _BEIJING)
+        local = dt.datetime.fromtimestamp(start, BEIJING)
         seed = f"ccc:{self.instance_id}:{contact_id}"
 
         def store(name: str, bucket: str, key: str, kind: str, leg: int | None, secs: float, data: bytes) -> CccFile:
@@ -474,27 +355,12 @@ class CccSimulator(AliyunRpcSimulator):
         Push after the recording is ready (``advance_time``), as the platform would.
         """
         payload = self.event_payload(call, event_type)
-        req = urllib.request.Request(  # noqa: S310 - URL chosen by the test or local stack
-            url,
-            data=json.dumps(payload, ensure_ascii=False).encode("utf-8"),
-            method="POST",
-            headers={"Content-Type": "application/json;charset=UTF-8", **dict(headers or {})},
-        )
-        status: int | None = None
-        error: str | None = None
-        t0 = time.perf_counter()
-        try:
-            with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310
-                resp.read()
-                status = resp.status
-        except urllib.error.HTTPError as exc:
-            status, error = exc.code, f"HTTP {exc.code}"
-        except (OSError, ValueError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        push = EventPush(url, event_type, call.contact_id, status, (time.perf_counter() - t0) * 1000, error, payload)
+        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        sent = post(url, body, {"Content-Type": "application/json;charset=UTF-8", **dict(headers or {})}, timeout_s)
+        push = EventPush(url, event_type, call.contact_id, sent.status, sent.latency_s * 1000, sent.error, payload)
         with self._lock:
             self._events.append(push)
-        self._count("events_ok" if status == 200 else "events_failed")
+        self._count("events_ok" if sent.status == 200 else "events_failed")
         return push
 
     @property
@@ -512,33 +378,22 @@ class CccSimulator(AliyunRpcSimulator):
             "ListRecordingsByContactId": self._list_recordings,
             "GetMonoRecording": self._get_mono_recording,
             "GetMultiChannelRecording": self._get_multi_channel_recording,
-            "ListCallDetailRecords": self._list_cdrs_2017 if ctx.version == V2017 else self._list_cdrs_2020,
+            "ListCallDetailRecords": self._list_call_detail_records,
         }[ctx.action]
         return handler(ctx)
 
-    @staticmethod
-    def _required(ctx: RpcContext, *names: str) -> list[str]:
-        missing = [n for n in names if n not in ctx.params]
-        if missing:
-            raise RpcError.missing(missing[0])
-        return [ctx.params[n] for n in names]
+    def _list_call_detail_records(self, ctx: RpcContext) -> JsonDict:
+        return list_cdrs_2017(self, ctx) if ctx.version == V2017 else list_cdrs_2020(self, ctx)
 
-    def _error_2017(self, code: str, message: str, status: int = 404) -> RpcError:
-        return RpcError(status, code, message, HttpStatusCode=status, Success=False)
-
-    def _check_2017(self, instance_id: str, *, oss: bool = True) -> None:
-        if instance_id != self.instance_id:
-            raise self._error_2017("NotExist.Instance", f"Call center instance '{instance_id}' does not exist")
-        if oss and not self.oss_open:
-            raise self._error_2017("OssNotOpen", f"Call center instance '{instance_id}' does not open oss")
-
-    def _is_ready(self, call: CccCall) -> bool:
-        return call.recorded and self.now() >= call.ready_at
+    def _check_2017(self, instance_id: str) -> None:
+        check_instance_2017(instance_id, self.instance_id)
+        if not self.oss_open:
+            raise error_2017("OssNotOpen", f"Call center instance '{instance_id}' does not open oss")
 
     def _ready_call(self, contact_id: str) -> CccCall | None:
         with self._lock:
             call = self._calls.get(contact_id)
-        return call if call is not None and self._is_ready(call) else None
+        return call if call is not None and call.is_ready(self.now()) else None
 
     def _signature_url(self, f: CccFile, action: str) -> str:
         url = self.oss.sign_url(f.bucket, f.key, self._expires(self.url_ttl_s, action))
@@ -546,95 +401,38 @@ class CccSimulator(AliyunRpcSimulator):
         return f"{left}{url}{right}"
 
     def _download_all_type_recording(self, ctx: RpcContext) -> JsonDict:
-        contact_id, instance_id = self._required(ctx, "ContactId", "InstanceId")
+        contact_id, instance_id = required(ctx, "ContactId", "InstanceId")
         self._check_2017(instance_id)
         call = self._ready_call(contact_id)
         if call is None:
-            raise self._error_2017("NotExist.Record", f"Record '{contact_id}' does not exist")
+            raise error_2017("NotExist.Record", f"Record '{contact_id}' does not exist")
         params = [{"SignatureUrl": self._signature_url(f, ctx.action), "FileName": f.file_name} for f in call.files]
-        return {
-            "HttpStatusCode": 200,
-            "RequestId": ctx.request_id,
-            "MediaDownloadParamList": {"MediaDownloadParam": params},
-            "Success": True,
-            "Code": "OK",
-        }
+        return reply_2017(ctx, {"MediaDownloadParamList": {"MediaDownloadParam": params}})
 
     def _download_recording(self, ctx: RpcContext) -> JsonDict:
-        instance_id, file_name = self._required(ctx, "InstanceId", "FileName")
+        instance_id, file_name = required(ctx, "InstanceId", "FileName")
         self._check_2017(instance_id)
         with self._lock:
             found = self._by_file.get(file_name)
-        if found is None or found[1].bucket != _BUCKET_2017 or not self._is_ready(found[0]):
-            raise self._error_2017("NotExist.Record", f"Record '{file_name}' does not exist")
+        if found is None or found[1].bucket != _BUCKET_2017 or not found[0].is_ready(self.now()):
+            raise error_2017("NotExist.Record", f"Record '{file_name}' does not exist")
         f = found[1]
-        return {
-            "HttpStatusCode": 200,
-            "RequestId": ctx.request_id,
-            "MediaDownloadParam": {"SignatureUrl": self._signature_url(f, ctx.action), "FileName": f.file_name},
-            "Success": True,
-            "Code": "OK",
-        }
-
-    def _recordings_2017(self, call: CccCall) -> list[JsonDict]:
-        """``Recording`` entries of a call: its merged legs, once ready (none before, none unrecorded)."""
-        if not self._is_ready(call):
-            return []
-        recordings: list[JsonDict] = []
-        offset = 0.0
-        for f in call.files:
-            if f.kind != "merged":
-                continue
-            recordings.append(
-                {
-                    "ContactId": call.contact_id,
-                    "ContactType": call.call_type,
-                    "FileName": f.file_name,
-                    "FileDescription": "",
-                    "Duration": round(f.duration_s),
-                    "StartTime": _ms(call.start + offset),
-                    "AgentId": call.agent_id,
-                    "AgentName": _agent_name(call),
-                    "CallingNumber": call.caller,
-                    "CalledNumber": call.callee,
-                    "Channel": "AUDIO",
-                    "InstanceId": call.instance_id,
-                }
-            )
-            offset += f.duration_s
-        return recordings
+        param = {"SignatureUrl": self._signature_url(f, ctx.action), "FileName": f.file_name}
+        return reply_2017(ctx, {"MediaDownloadParam": param})
 
     def _list_recordings(self, ctx: RpcContext) -> JsonDict:
-        contact_id, instance_id = self._required(ctx, "ContactId", "InstanceId")
+        contact_id, instance_id = required(ctx, "ContactId", "InstanceId")
         self._check_2017(instance_id)
         with self._lock:
             call = self._calls.get(contact_id)
-        return {
-            "HttpStatusCode": 200,
-            "RequestId": ctx.request_id,
-            "Recordings": {"Recording": [] if call is None else self._recordings_2017(call)},
-            "Success": True,
-            "Code": "OK",
-        }
-
-    def _v2_error(self, status: int, code: str, message: str) -> RpcError:
-        return RpcError(status, code, message, HttpStatusCode=status)
-
-    def _v2_instance(self, ctx: RpcContext, *names: str) -> list[str]:
-        """Required ``InstanceId`` plus ``names``: none blank, and the instance must be ours."""
-        values = self._required(ctx, "InstanceId", *names)
-        for name, value in zip(("InstanceId", *names), values, strict=True):
-            if not value.strip():
-                raise self._v2_error(400, "Parameter.Blank", f"The parameter {name} may not be null or blank.")
-        if values[0] != self.instance_id:
-            raise self._v2_error(404, "NotExists.InstanceId", f"The specified instance {values[0]} does not exist.")
-        return values
+        recordings = [] if call is None else recordings_2017(call, self.now())
+        return reply_2017(ctx, {"Recordings": {"Recording": recordings}})
 
     def _v2_lookup(self, ctx: RpcContext) -> CccCall | None:
-        _, contact_id = self._v2_instance(ctx, "ContactId")
+        _, contact_id = v2_instance(ctx, self.instance_id, "ContactId")
         call = self._ready_call(contact_id)
         if call is None and self.not_ready_style == "error":
-            raise self._v2_error(404, "NotExists.Recording", f"The recording of contact {contact_id} does not exist.")
+            raise v2_error(404, "NotExists.Recording", f"The recording of contact {contact_id} does not exist.")
         return call
 
     def _v2_reply(self, ctx: RpcContext, data: JsonDict | None) -> JsonDict:
@@ -648,202 +446,20 @@ class CccSimulator(AliyunRpcSimulator):
             except ValueError:
                 raise RpcError.invalid("ExpireSeconds") from None
             if ttl < 1:
-                raise self._v2_error(
+                raise v2_error(
                     400, "Parameter.Minimum", "The parameter ExpireSeconds must be greater than or equal to 1."
                 )
         call = self._v2_lookup(ctx)
         if call is None:
-            return self._v2_reply(ctx, None)
+            return v2_reply(ctx, None)
         f = call.mono
         url = self.oss.sign_url(f.bucket, f.key, self._expires(ttl, ctx.action))
-        return self._v2_reply(ctx, {"FileUrl": url, "FileName": f.file_name, "Duration": round(f.duration_s * 1000)})
+        return v2_reply(ctx, {"FileUrl": url, "FileName": f.file_name, "Duration": round(f.duration_s * 1000)})
 
     def _get_multi_channel_recording(self, ctx: RpcContext) -> JsonDict:
         call = self._v2_lookup(ctx)
         if call is None:
-            return self._v2_reply(ctx, None)
+            return v2_reply(ctx, None)
         f = call.multi_channel
         url = self.oss.sign_url(f.bucket, f.key, self._expires(self.v2_url_ttl_s, ctx.action))
-        return self._v2_reply(ctx, {"FileUrl": url, "FileName": f.file_name})
-
-    # ------------------------------------------------------------------ ListCallDetailRecords
-
-    def _integers(
-        self, ctx: RpcContext, defaults: Mapping[str, int | None], bad_format: Callable[[str], RpcError]
-    ) -> dict[str, int]:
-        """Integer parameters, ``defaults[name]`` when absent (required ones are checked before)."""
-        values: dict[str, int] = {}
-        for name, default in defaults.items():
-            raw = ctx.params.get(name)
-            if raw is None and default is not None:
-                values[name] = default
-            elif raw is not None and _INTEGER.fullmatch(raw):
-                values[name] = int(raw)
-            else:
-                raise bad_format(name)
-        return values
-
-    def _default_window(self) -> tuple[int, int]:
-        """Today 00:00 in the instance's time zone (UTC+8) .. now, in epoch ms."""
-        now = self.now()
-        midnight = dt.datetime.fromtimestamp(now, _BEIJING).replace(hour=0, minute=0, second=0, microsecond=0)
-        return _ms(midnight.timestamp()), _ms(now)
-
-    def _calls_started(self, start_ms: int, end_ms: int, *, newest_first: bool = True) -> list[CccCall]:
-        """Calls whose start lies in ``[start_ms, end_ms]``; equal starts: the later placed is newer."""
-        with self._lock:
-            calls = [c for c in self._calls.values() if start_ms <= _ms(c.start) <= end_ms]
-        if newest_first:
-            return sorted(reversed(calls), key=lambda c: _ms(c.start), reverse=True)
-        return sorted(calls, key=lambda c: _ms(c.start))
-
-    def _list_cdrs_2017(self, ctx: RpcContext) -> JsonDict:
-        instance_id, _, _ = self._required(ctx, "InstanceId", "PageNumber", "PageSize")
-        start_ms, stop_ms = self._default_window()
-        args = self._integers(
-            ctx,
-            {"PageNumber": None, "PageSize": None, "StartTime": start_ms, "StopTime": stop_ms},
-            RpcError.invalid,
-        )
-        number, size = args["PageNumber"], args["PageSize"]
-        start_ms, stop_ms = args["StartTime"], args["StopTime"]
-        # PageNumber <= 5000 is in the SDK metadata; PageSize <= 100 and the 7-day window are not
-        # documented (kept as the stricter reading), nor is the code: InvalidParameter is inferred.
-        for name, value, top in (("PageNumber", number, 5000), ("PageSize", size, 100)):
-            if not 1 <= value <= top:
-                raise self._error_2017("InvalidParameter", f"The parameter {name} must be in [1, {top}].", 400)
-        if stop_ms - start_ms > _MAX_WINDOW_2017_MS:
-            raise self._error_2017(
-                "InvalidParameter", "The time range between StartTime and StopTime may not exceed 7 days.", 400
-            )
-        self._check_2017(instance_id, oss=False)
-        p = ctx.params
-        phone = p.get("PhoneNumber")
-        criteria = p.get("Criteria")
-        calls = [
-            c
-            for c in self._calls_started(start_ms, stop_ms)
-            if p.get("ContactId") in (None, c.contact_id)
-            and p.get("ContactType") in (None, c.call_type)
-            and p.get("ContactDisposition") in (None, _DISPOSITION)
-            and phone in (None, c.caller, c.callee)
-            and (criteria is None or criteria in c.caller or criteria in c.callee)
-            and (p.get("WithRecording", "false").lower() != "true" or self._is_ready(c))
-        ]
-        page = calls[(number - 1) * size : number * size]
-        return {
-            "HttpStatusCode": 200,
-            "RequestId": ctx.request_id,
-            "CallDetailRecords": {
-                "TotalCount": len(calls),
-                "PageNumber": number,
-                "PageSize": size,
-                "List": {"CallDetailRecord": [self._cdr_2017(c) for c in page]},
-            },
-            "Success": True,
-            "Code": "OK",
-        }
-
-    def _cdr_2017(self, call: CccCall) -> JsonDict:
-        return {
-            "ContactId": call.contact_id,
-            "InstanceId": call.instance_id,
-            "StartTime": _ms(call.start),
-            "Duration": round(call.duration_s),
-            "ContactType": call.call_type,
-            "ContactDisposition": _DISPOSITION,
-            "CallingNumber": call.caller,
-            "CalledNumber": call.callee,
-            "AgentNames": _agent_name(call),
-            "SkillGroupNames": "",
-            "Agents": {"CallDetailAgent": [{"AgentId": call.agent_id, "AgentName": _agent_name(call)}]},
-            "Recordings": {"Recording": self._recordings_2017(call)},
-        }
-
-    def _list_cdrs_2020(self, ctx: RpcContext) -> JsonDict:
-        self._required(ctx, "InstanceId", "PageNumber", "PageSize")
-        start_ms, end_ms = self._default_window()
-
-        def bad_format(name: str) -> RpcError:
-            return self._v2_error(400, "Parameter.Format", f"The format of parameter {name} is invalid.")
-
-        args = self._integers(
-            ctx, {"PageNumber": None, "PageSize": None, "StartTime": start_ms, "EndTime": end_ms}, bad_format
-        )
-        number, size = args["PageNumber"], args["PageSize"]
-        for name, value in (("PageNumber", number), ("PageSize", size)):
-            if not 1 <= value <= 100:  # documented: 1-100 for both; the code is inferred
-                raise self._v2_error(400, "Parameter.Invalid", f"The parameter {name} is invalid. It must be 1-100.")
-        self._v2_instance(ctx)
-        p = ctx.params
-        sort_order = p.get("SortOrder", "DESC").upper()
-        if sort_order not in ("ASC", "DESC"):
-            raise self._v2_error(400, "Parameter.Invalid", "The parameter SortOrder is invalid. ASC or DESC.")
-        if "ContactId" in p:  # documented: a ContactId makes every other filter ignored
-            with self._lock:
-                found = self._calls.get(p["ContactId"])
-            calls = [] if found is None else [found]
-        else:
-            part = _criteria_phone(p.get("Criteria"), bad_format)
-            calls = [
-                c
-                for c in self._calls_started(args["StartTime"], args["EndTime"], newest_first=sort_order == "DESC")
-                if p.get("CallingNumber") in (None, c.caller)
-                and p.get("CalledNumber") in (None, c.callee)
-                and p.get("ContactType") in (None, _V2_CONTACT_TYPES.get(c.call_type, c.call_type))
-                and p.get("ContactDisposition") in (None, _DISPOSITION)
-                and p.get("AgentId") in (None, c.agent_id)
-                and (part is None or part in c.caller or part in c.callee)
-            ]
-        page = calls[(number - 1) * size : number * size]
-        return self._v2_reply(
-            ctx,
-            {
-                # Documented: filled on the first page only, 0 on the others.
-                "TotalCount": len(calls) if number == 1 else 0,
-                "PageNumber": number,
-                "PageSize": size,
-                "List": [self._cdr_2020(c) for c in page],
-            },
-        )
-
-    def _cdr_2020(self, call: CccCall) -> JsonDict:
-        seconds = round(call.duration_s)
-        return {
-            "ContactId": call.contact_id,
-            "InstanceId": call.instance_id,
-            "ContactType": _V2_CONTACT_TYPES.get(call.call_type, call.call_type),
-            "ContactDisposition": _DISPOSITION,
-            "CallingNumber": call.caller,
-            "CalledNumber": call.callee,
-            "AgentIds": call.agent_id,
-            "AgentNames": _agent_name(call),
-            "StartTime": _ms(call.start),
-            "EstablishedTime": _ms(call.start),
-            "ReleaseTime": _ms(call.end),
-            "CallDuration": str(seconds),
-            "TalkTime": seconds,
-            "RecordingDuration": seconds if call.recorded else 0,
-            "RecordingReady": self._is_ready(call),
-        }
-
-
-def _ms(epoch_s: float) -> int:
-    return int(epoch_s * 1000)
-
-
-def _agent_name(call: CccCall) -> str:
-    return call.agent_id.split("@")[0]
-
-
-def _criteria_phone(criteria: str | None, bad_format: Callable[[str], RpcError]) -> str | None:
-    """2020 ``Criteria``: a JSON object whose only field is ``phoneNumber`` (part of either number)."""
-    if criteria is None:
-        return None
-    try:
-        value = json.loads(criteria)
-    except ValueError:
-        raise bad_format("Criteria") from None
-    if not isinstance(value, dict) or set(value) != {"phoneNumber"} or not isinstance(value["phoneNumber"], str):
-        raise bad_format("Criteria")
-    return value["phoneNumber"]
+        return v2_reply(ctx, {"FileUrl": url, "FileName": f.file_name})

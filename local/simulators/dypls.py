@@ -1,6 +1,6 @@
 """Strict simulator of Alibaba number privacy protection (Dyplsapi 2017-05-25) recordings.
 
-A real RPC server on loopback behind the verifying gateway of :mod:`local.simulators.aliyun`,
+A real RPC server on loopback behind the verifying gateway of :mod:`local.simulators.aliyun_gateway`,
 with an OSS-style file server (:mod:`local.simulators.oss`) for the MP3 download URLs.
 
 ``QueryRecordFileDownloadUrl(CallId, CallTime 'yyyy-MM-dd HH:mm:ss' Beijing time, PoolKey,
@@ -36,21 +36,14 @@ import json
 import random
 import re
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
-from local.simulators.aliyun import (
-    AccessKey,
-    AliyunRpcSimulator,
-    JsonDict,
-    RpcContext,
-    RpcError,
-)
+from local.simulators.aliyun_gateway import AccessKey, AliyunRpcSimulator, JsonDict, RpcContext, RpcError
 from local.simulators.oss import OssSimulator
+from local.simulators.push import post
 
 __all__ = ["BEIJING", "DyplsCall", "DyplsSimulator", "ReceiptAttempt", "make_mp3"]
 
@@ -226,27 +219,13 @@ class DyplsSimulator(AliyunRpcSimulator):
         self.call_time_tolerance_s = float(call_time_tolerance_s)
         self.ack_timeout_s = float(ack_timeout_s)
         self.resend_delays_s = tuple(float(d) for d in resend_delays_s)
-        self._own_oss = oss is None
         self.oss = oss if oss is not None else OssSimulator(host=host, clock=self.now)
+        if oss is None:
+            self._serve_alongside(self.oss)
         self._calls: dict[str, DyplsCall] = {}
         self._batches: dict[str, _Batch] = {}
         self._attempts: list[ReceiptAttempt] = []
         self._rng = random.Random(seed)
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> Self:
-        """Start the file server (if owned) and the RPC server; returns self."""
-        if self._own_oss:
-            self.oss.start()
-        super().start()
-        return self
-
-    def stop(self) -> None:
-        """Stop both servers."""
-        super().stop()
-        if self._own_oss:
-            self.oss.stop()
 
     # ------------------------------------------------------------------ calls
 
@@ -405,26 +384,12 @@ class DyplsSimulator(AliyunRpcSimulator):
             return list(self._attempts)
 
     def _attempt(self, batch: _Batch) -> ReceiptAttempt:
-        req = urllib.request.Request(  # noqa: S310 - URL chosen by the test or local stack
-            batch.url, data=batch.body, method="POST", headers=batch.headers
-        )
-        status: int | None = None
-        error: str | None = None
-        reply = b""
-        t0 = time.perf_counter()
-        try:
-            with urllib.request.urlopen(req, timeout=self.ack_timeout_s) as resp:  # noqa: S310
-                reply = resp.read()
-                status = resp.status
-        except urllib.error.HTTPError as exc:
-            status, error = exc.code, f"HTTP {exc.code}"
-        except (OSError, ValueError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        latency = time.perf_counter() - t0
+        sent = post(batch.url, batch.body, batch.headers, self.ack_timeout_s)
+        status, error, latency = sent.status, sent.error, sent.latency_s
         ok = status == 200 and latency <= self.ack_timeout_s
         if status == 200 and not ok:
             error = f"acknowledged after {latency * 1000:.0f} ms (limit {self.ack_timeout_s * 1000:.0f} ms)"
-        elif ok and not _numeric_code(reply):
+        elif ok and not _numeric_code(sent.reply):
             ok, error = False, "acknowledgement without a numeric 'code'"
         with self._lock:
             batch.attempts += 1
@@ -456,9 +421,9 @@ class DyplsSimulator(AliyunRpcSimulator):
 
     def _call_action(self, ctx: RpcContext) -> JsonDict:
         for kind, code in (("flow_limit", "isv.FLOW_LIMIT"), ("system_error", "isp.SYSTEM_ERROR")):
-            if self._take_fault(kind, ctx.action) is not None:
+            if self._action_fault(kind, ctx.action) is not None:
                 return self._business(ctx, code)
-        custom = self._take_fault("business_error", ctx.action)
+        custom = self._action_fault("business_error", ctx.action)
         if custom is not None:
             return self._business(ctx, custom["code"], custom["message"])
         return self._query_record_file_download_url(ctx)

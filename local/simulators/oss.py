@@ -26,20 +26,20 @@ the reply, ``chunk_delay_s`` between chunks); each takes ``key_suffix`` to hit o
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import email.utils
 import hashlib
 import hmac
 import re
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
+from xml.sax.saxutils import escape
 
-from local.simulators.aliyun import LoopbackHttpSimulator, SimRequestHandler
+from local.simulators.aliyun_signature import iso_utc
+from local.simulators.base import LoopbackHttpSimulator, SimRequestHandler
 
 __all__ = ["OssLogEntry", "OssObject", "OssSimulator", "content_type_for"]
 
@@ -58,11 +58,6 @@ def content_type_for(key: str) -> str:
         if key.lower().endswith(suffix):
             return ctype
     return "application/octet-stream"
-
-
-def _oss_time(epoch: float) -> str:
-    when = dt.datetime.fromtimestamp(epoch, dt.UTC)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
 def _oss_request_id() -> str:
@@ -100,7 +95,7 @@ class OssLogEntry:
     signed: bool
 
 
-class OssSimulator(LoopbackHttpSimulator):
+class OssSimulator(LoopbackHttpSimulator[OssLogEntry]):
     """A loopback file server speaking OSS's signed-URL GET."""
 
     FAULT_KINDS: ClassVar[tuple[str, ...]] = ("error_5xx", "truncate", "slow")
@@ -128,7 +123,6 @@ class OssSimulator(LoopbackHttpSimulator):
         self._secret = access_key_secret or secrets.token_urlsafe(24)
         self.region = region
         self._objects: dict[tuple[str, str], tuple[OssObject, bytes]] = {}
-        self._log: deque[OssLogEntry] = deque(maxlen=10000)
 
     # ------------------------------------------------------------------ objects and URLs
 
@@ -191,36 +185,21 @@ class OssSimulator(LoopbackHttpSimulator):
         """A GET URL valid for ``ttl_s`` simulated seconds from now."""
         return self.sign_url(bucket, key, int(self.now() + ttl_s))
 
-    @property
-    def request_log(self) -> list[OssLogEntry]:
-        """Recent requests, without query strings."""
-        with self._lock:
-            return list(self._log)
-
     # ------------------------------------------------------------------ faults
 
     def _check_fault_params(self, kind: str, params: dict[str, Any]) -> dict[str, Any]:
         params = super()._check_fault_params(kind, params)
-        if kind == "truncate":
-            fraction = float(params.get("fraction", 0.5))
-            if not 0.0 <= fraction < 1.0:
-                raise ValueError("fraction must be in [0, 1)")
-            params["fraction"] = fraction
-        elif kind == "slow":
-            params["seconds"] = float(params.get("seconds", 2.0))
+        if kind == "slow":
             params["chunk_delay_s"] = float(params.get("chunk_delay_s", 0.0))
         return params
 
-    def _take(self, kind: str, key: str) -> dict[str, Any] | None:
-        params = self._faults.take(kind, lambda p: key.endswith(str(p.get("key_suffix") or "")))
-        if params is not None:
-            self._count(f"fault:{kind}")
-        return params
+    def _object_fault(self, kind: str, key: str) -> dict[str, Any] | None:
+        """Take an armed ``kind`` meant for every object or for keys ending in its ``key_suffix``."""
+        return self._take_fault(kind, lambda p: key.endswith(str(p.get("key_suffix") or "")))
 
     # ------------------------------------------------------------------ HTTP
 
     def _handle(self, h: SimRequestHandler, method: str) -> None:
-        self._count("requests")
         parts = urlsplit(h.path)
         bucket, _, key = unquote(parts.path).lstrip("/").partition("/")
         query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
@@ -238,14 +217,14 @@ class OssSimulator(LoopbackHttpSimulator):
                 **extra,
             }
             body = '<?xml version="1.0" encoding="UTF-8"?>\n<Error>\n' + "".join(
-                f"  <{k}>{_xml_text(v)}</{k}>\n" for k, v in fields.items()
+                f"  <{k}>{escape(v)}</{k}>\n" for k, v in fields.items()
             )
             headers = [("x-oss-request-id", rid), ("x-oss-ec", code)]
             if status >= 500:
                 headers.append(("Connection", "close"))
                 h.close_connection = True
             h.send_bytes(status, (body + "</Error>\n").encode(), "application/xml", headers, head=head)
-            self._log_request(method, bucket, key, status, code, signed)
+            self._log_request(OssLogEntry(method, bucket, key, status, code, signed))
 
         if method not in ("GET", "HEAD"):
             h.read_body()
@@ -266,7 +245,13 @@ class OssSimulator(LoopbackHttpSimulator):
         now = self.now()
         if now > expires:
             self._count("expired")
-            error(403, "AccessDenied", "Request has expired.", Expires=_oss_time(expires), ServerTime=_oss_time(now))
+            error(
+                403,
+                "AccessDenied",
+                "Request has expired.",
+                Expires=iso_utc(expires, millis=True),
+                ServerTime=iso_utc(now, millis=True),
+            )
             return
         if key_id != self.access_key_id:
             error(
@@ -295,17 +280,17 @@ class OssSimulator(LoopbackHttpSimulator):
             error(404, "NoSuchKey", "The specified key does not exist.", Key=key)
             return
         obj, data = stored
-        slow = self._take("slow", key)
+        slow = self._object_fault("slow", key)
         if slow is not None and slow["seconds"] > 0:
             time.sleep(slow["seconds"])
-        fault = self._take("error_5xx", key)
+        fault = self._object_fault("error_5xx", key)
         if fault is not None:
             status = int(fault["status"])
             code = "InternalError" if status == 500 else "ServiceUnavailable"
             error(status, code, "Please try again." if status != 500 else "We encountered an internal error.")
             return
         status = self._send_object(h, obj, data, head=head, chunk_delay=slow["chunk_delay_s"] if slow else 0.0)
-        self._log_request(method, bucket, key, status, "OK", signed)
+        self._log_request(OssLogEntry(method, bucket, key, status, "OK", signed))
 
     def _send_object(self, h: SimRequestHandler, obj: OssObject, data: bytes, *, head: bool, chunk_delay: float) -> int:
         """Stream ``data`` (or the requested range); returns the HTTP status sent."""
@@ -320,7 +305,7 @@ class OssSimulator(LoopbackHttpSimulator):
             # OSS's default behaviour: an unsatisfiable or malformed range returns the whole object.
             if lo < len(data) and lo < hi:
                 start, end, status = lo, min(hi, len(data)), 206
-        trunc = None if head else self._take("truncate", obj.key)
+        trunc = None if head else self._object_fault("truncate", obj.key)
         headers: list[tuple[str, str]] = [
             ("ETag", obj.etag),
             ("Content-MD5", base64.b64encode(bytes.fromhex(obj.md5_hex)).decode()),
@@ -361,11 +346,3 @@ class OssSimulator(LoopbackHttpSimulator):
             return status
         self._count("downloads_ok" if status == 200 else "downloads_partial")
         return status
-
-    def _log_request(self, method: str, bucket: str, key: str, status: int, code: str, signed: bool) -> None:
-        with self._lock:
-            self._log.append(OssLogEntry(method, bucket, key, status, code, signed))
-
-
-def _xml_text(value: str) -> str:
-    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -23,10 +23,10 @@ import pytest
 import requests
 import yaml
 
+from local.emulator.stack import LocalStack
 from local.simulators.ccc import CccSimulator
 from local.simulators.dypls import DyplsSimulator
 from local.simulators.pbx import PbxSimulator, SimulatedCall, make_self_signed
-from local.stack import LocalStack
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import requests
 
+from local.emulator.stack import LocalStack
 from local.simulated_providers import with_token
 from local.simulators.ccc import CccCall, CccSimulator
 from local.simulators.dypls import DyplsSimulator
-from local.stack import LocalStack
 from tests.integration.conftest import AlibabaSource, Archive, wait_for, webhook_url
 
 pytestmark = pytest.mark.integration

@@ -12,6 +12,7 @@ import base64
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -27,14 +28,14 @@ import yaml
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from local.runtime import (
-    HttpRoute,
-    HttpRouter,
-    failed_message_ids,
-    merge_environments,
-    parse_rate_seconds,
-)
-from local.stack import LocalStack, LocalStackError, load_template, substitute_definition
+from local.emulator.errors import LocalStackError
+from local.emulator.function_runner import merge_environments
+from local.emulator.http_api import HttpApiServer, HttpRoute, HttpRouter
+from local.emulator.moto_plan import substitute_definition
+from local.emulator.scheduler import parse_rate_seconds
+from local.emulator.sqs_poller import failed_message_ids
+from local.emulator.stack import LocalStack
+from local.emulator.template import load_template
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.integration
@@ -133,6 +134,20 @@ def test_router_prefers_specific_routes() -> None:
     assert router.match("PUT", "/webhooks/x")[0].function_id == "Any"  # type: ignore[index]
     assert router.match("GET", "/files/a/b.wav")[1] == {"path": "a/b.wav"}  # type: ignore[index]
     assert router.match("GET", "/webhooks/x/y") is None
+
+
+def test_http_api_queues_a_burst_of_connections_like_a_front_end() -> None:
+    # Given the HTTP API bound but not accepting yet, as while a burst of webhooks arrives
+    server = HttpApiServer([])
+    clients: list[socket.socket] = []
+    try:
+        # When 40 clients connect at once, Then every handshake completes without a SYN retry (~1 s)
+        for _ in range(40):
+            clients.append(socket.create_connection(("127.0.0.1", server.port), timeout=0.5))
+    finally:
+        for client in clients:
+            client.close()
+        server.stop()
 
 
 def test_batch_item_failures_follow_lambda_rules() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from callvault.admin.cli import main
-from local.stack import LocalStack
+from local.emulator.stack import LocalStack
 from tests.conftest import ROOT
 from tests.integration.conftest import ZONE, Archive, Pbx, pbx_job, post_report
 

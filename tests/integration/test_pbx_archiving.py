@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from local.stack import LocalStack
+from local.emulator.stack import LocalStack
 from tests.conftest import sample_event
 from tests.integration.conftest import Archive, Pbx, concurrently, pbx_job, post_report, wait_for
 

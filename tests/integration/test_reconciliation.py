@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from local.emulator.stack import LocalStack
 from local.simulated_providers import with_token
 from local.simulators.ccc import CccSimulator
 from local.simulators.dypls import DyplsSimulator
-from local.stack import LocalStack
 from tests.integration.conftest import (
     ZONE,
     AlibabaSource,

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from callvault.errors import BadRequest, ConfigError
-from callvault.providers import InboundRequest
 from callvault.providers.ccc import PROVIDER as CCC
 from callvault.providers.dypls import PROVIDER as DYPLS
-from callvault.sources import Source, parse_source
+from callvault.providers.interface import InboundRequest, Source
+from callvault.sources import parse_source
 from tests.conftest import ccc_source_document, dypls_source_document, sample_event
 
 CCC_2017 = parse_source(ccc_source_document())

@@ -16,8 +16,8 @@ import pytest
 
 from callvault.errors import PermanentFailure, RetryLater
 from callvault.http import HttpClients
-from callvault.providers import ProviderRuntime, TimeWindow
 from callvault.providers.ccc import PROVIDER as CCC
+from callvault.providers.interface import ProviderRuntime, TimeWindow
 from callvault.providers.pbx import PROVIDER as PBX
 from callvault.sources import parse_source
 from local.simulators.ccc import CccSimulator

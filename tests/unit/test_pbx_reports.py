@@ -7,7 +7,7 @@ import json
 import pytest
 
 from callvault.errors import BadRequest
-from callvault.providers import InboundRequest
+from callvault.providers.interface import InboundRequest
 from callvault.providers.pbx import PROVIDER
 from callvault.sources import parse_source
 from tests.conftest import pbx_source_document, sample_event

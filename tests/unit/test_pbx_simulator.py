@@ -176,6 +176,24 @@ def test_unknown_paths_and_methods(sim: PbxSimulator, http: requests.Session) ->
     assert http.get(sim.url("login")).status_code == 405
 
 
+def test_web_server_quirks_survive_the_shared_base(sim: PbxSimulator, http: requests.Session) -> None:
+    # Given the PBX's own web server behaviour on top of the simulators' shared loopback server
+    cors = "Access-Control-Allow-Origin"
+    # When a client sends a pre-flight, a HEAD, a bad path and a failing login
+    preflight = http.options(sim.url("login"))
+    head = http.head(sim.url("login"))
+    missing = http.post(sim.url("nope"), json={})
+    refused = http.post(sim.url("login"), json={"username": "nobody", "password": sim.password_md5})
+    # Then CORS headers come on every answer, HEAD is not implemented, and neither is counted
+    assert preflight.status_code == 200 and preflight.headers[cors] == "*"
+    assert head.status_code == 501
+    assert missing.status_code == 404 and missing.headers[cors] == "*"
+    assert refused.json() == failed("20003") and refused.headers[cors] == "*"
+    assert refused.headers["Server"].startswith("PbxSimulator Python/")
+    assert sim.counters["requests"] == 2
+    assert [(method, ip) for method, _, ip in sim.request_log] == [("POST", "127.0.0.1")] * 2
+
+
 # --------------------------------------------------------------------------- recordings
 
 

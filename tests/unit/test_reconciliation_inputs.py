@@ -12,13 +12,13 @@ import pytest
 from callvault.config import RetrySettings
 from callvault.errors import ConfigError, PermanentFailure, RetryKind, RetryLater
 from callvault.models import FetchJob, InvalidJob
-from callvault.providers import TimeWindow
+from callvault.providers.interface import ReconcileSettings, TimeWindow
 from callvault.providers.pbx import PROVIDER as PBX
 from callvault.providers.pbx import job_from_cdr, listing_from_cdr
 from callvault.providers.pbx_cdr import parse_cdr_csv
 from callvault.reconciliation import ReconcileRefused, backfill_request, reconcile_window
 from callvault.retry_policy import plan_retry
-from callvault.sources import ReconcileSettings, parse_source
+from callvault.sources import parse_source
 from callvault.timefmt import format_duration, parse_duration
 from tests.conftest import ccc_source_document, dypls_source_document, pbx_source_document, sample_event
 

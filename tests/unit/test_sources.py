@@ -109,4 +109,4 @@ def test_the_directory_reads_sources_from_secrets_manager_and_remembers_unknown_
         with pytest.raises(SourceNotFound):  # junk ids cost one read per TTL, not one per request
             directory.get("office-pbx")
         assert SourceDirectory(client, "callvault/dev/sources/").get("office-pbx").id == "office-pbx"
-        assert [s.id for s in SourceDirectory(client, "callvault/dev/sources/").of_provider("pbx")[0]] == ["office-pbx"]
+        assert [s.id for s in SourceDirectory(client, "callvault/dev/sources/").all()[0]] == ["office-pbx"]

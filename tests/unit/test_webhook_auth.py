@@ -7,7 +7,7 @@ import time
 import pytest
 
 from callvault.errors import Forbidden, PayloadTooLarge, Unauthorized
-from callvault.providers import InboundRequest
+from callvault.providers.interface import InboundRequest
 from callvault.sources import parse_source
 from callvault.webhook import authenticate, signature
 from tests.conftest import ccc_source_document

@@ -24,9 +24,9 @@ from callvault.keys import content_type_for, recording_key
 from callvault.ledger import Claim, ClaimOutcome, RecordingLedger, Status, ledger_key
 from callvault.models import FetchJob, StoredObject
 from callvault.observability import logger
-from callvault.providers import PendingDownload, ProviderRuntime, provider_named
+from callvault.providers.interface import PendingDownload, ProviderRuntime, Source
 from callvault.retry_policy import plan_retry
-from callvault.sources import Source, SourceDirectory
+from callvault.sources import SourceDirectory
 from callvault.streaming import upload_stream
 from callvault.timefmt import utc_now
 
@@ -118,17 +118,14 @@ class Fetcher:
             raise PermanentFailure(f"source {job.source_id!r} is not registered (any more)") from None
         except ConfigError as exc:
             raise PermanentFailure(f"source {job.source_id!r} is misconfigured: {exc}") from None
-        if source.provider != job.provider:
-            raise PermanentFailure(f"job is for provider {job.provider!r} but source is {source.provider!r}")
+        if source.provider.name != job.provider:
+            raise PermanentFailure(f"job is for provider {job.provider!r} but source is {source.provider.name!r}")
         return source
 
     def _resolve(self, source: Source, job: FetchJob) -> list[PendingDownload]:
         if job.give_up_at and utc_now() > datetime.fromisoformat(job.give_up_at):
             raise PermanentFailure(f"the provider keeps recordings only until {job.give_up_at}: too late to fetch")
-        provider = provider_named(source.provider)
-        if provider is None:
-            raise PermanentFailure(f"no provider {source.provider!r}")
-        downloads = provider.resolve(source, job, self._runtime)
+        downloads = source.provider.resolve(source, job, self._runtime)
         if not downloads:
             raise PermanentFailure("provider lists no recording files for this call")
         return downloads

@@ -39,8 +39,14 @@ from callvault.keys import safe_part
 from callvault.ledger import RecordingLedger, Status, ledger_key
 from callvault.models import ORIGIN_RECONCILIATION, FetchJob, InvalidJob
 from callvault.observability import logger
-from callvault.providers import CallListing, ProviderRuntime, TimeWindow, call_lister, provider_named
-from callvault.sources import ReconcileSettings, Source
+from callvault.providers.interface import (
+    CallListing,
+    ProviderRuntime,
+    ReconcileSettings,
+    Source,
+    TimeWindow,
+    call_lister,
+)
 from callvault.timefmt import iso, utc_now
 
 METRICS_NAMESPACE = "callvault"
@@ -215,12 +221,11 @@ class Reconciler:
         start = start.replace(tzinfo=source.timezone) if start and not start.tzinfo else start
         end = end.replace(tzinfo=source.timezone) if end and not end.tzinfo else end
         try:
-            provider = provider_named(source.provider)
-            lister = call_lister(provider) if provider is not None else None
+            lister = call_lister(source.provider)
             if lister is None:
                 if backfill:
                     raise ReconcileRefused(
-                        f"source {source.id!r} ({source.provider}) has no list of calls to backfill from:"
+                        f"source {source.id!r} ({source.provider.name}) has no list of calls to backfill from:"
                         " only its expected recordings are swept, on schedule or without --from/--to"
                     )
                 self._sweep_expectations(source, report, now)

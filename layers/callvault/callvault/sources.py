@@ -13,7 +13,7 @@ import json
 import re
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from callvault.errors import ConfigError, SourceNotFound
+from callvault.providers.interface import ReconcileSettings, Source
+from callvault.providers.registry import provider_named
 from callvault.timefmt import parse_duration
+from callvault.validation import boolean, reject_unknown, section, whole_number
 
 SOURCE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MIN_TOKEN_LENGTH = 16
@@ -48,35 +51,14 @@ RECONCILE_DURATIONS = {
 }
 
 
-@dataclass(frozen=True)
-class ReconcileSettings:
-    """When reconciliation looks for calls whose push was lost, and how far back.
-
-    ``wait_for_push`` is how long after a call ended its push may still be on its way (for a
-    Dypls pool: how long its recording receipt may take); ``overlap`` re-reads that much before
-    the last checkpoint, so a long call that ended after the previous run is still found;
-    ``first_lookback`` is how far back the very first run reads. Providers set the defaults.
-    """
-
-    enabled: bool = True
-    interval: timedelta = timedelta(minutes=15)
-    wait_for_push: timedelta = timedelta(minutes=10)
-    overlap: timedelta = timedelta(hours=2)
-    first_lookback: timedelta = timedelta(days=1)
-
-
 def parse_reconcile(raw: Any, defaults: ReconcileSettings, *, where: str) -> ReconcileSettings:
     """The ``reconcile:`` section of a source over its provider's defaults."""
     if raw is None:
         return defaults
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: reconcile must be a mapping")
-    unknown = sorted(set(raw) - {"enabled", *RECONCILE_DURATIONS})
-    if unknown:
-        raise ConfigError(f"{where}: reconcile has unknown fields {', '.join(unknown)}")
-    enabled = raw.get("enabled", defaults.enabled)
-    if not isinstance(enabled, bool):
-        raise ConfigError(f"{where}: reconcile.enabled must be true or false")
+    reject_unknown(raw, {"enabled", *RECONCILE_DURATIONS}, where, section="reconcile")
+    enabled = boolean(raw, "enabled", defaults.enabled, where, section="reconcile")
     durations: dict[str, timedelta] = {}
     for name, (lowest, highest) in RECONCILE_DURATIONS.items():
         if name not in raw:
@@ -91,36 +73,8 @@ def parse_reconcile(raw: Any, defaults: ReconcileSettings, *, where: str) -> Rec
     return replace(defaults, enabled=enabled, **durations)
 
 
-@dataclass(frozen=True)
-class Source:
-    """One registered source. ``settings`` is the provider's own typed settings object."""
-
-    id: str
-    provider: str
-    webhook_token: str
-    allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-    max_body_bytes: int
-    timezone: ZoneInfo
-    retention_days: int | None
-    webhook_signing_secret: str | None
-    settings: Any
-    reconcile: ReconcileSettings = ReconcileSettings()
-
-    def allows_ip(self, address: str) -> bool:
-        """True when no allowlist is configured or ``address`` is inside it."""
-        if not self.allowed_networks:
-            return True
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self.allowed_networks)
-
-
 def parse_source(raw: Any, *, where: str = "source") -> Source:
     """Validate one source document; every problem names the field and the source."""
-    from callvault.providers import provider_named  # providers import this module
-
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: must be a mapping, got {type(raw).__name__}")
     source_id = raw.get("id")
@@ -133,9 +87,7 @@ def parse_source(raw: Any, *, where: str = "source") -> Source:
     provider = provider_named(provider_name)
     if provider is None:
         raise ConfigError(f"{where}: unknown provider {provider_name!r}")
-    unknown = sorted(set(raw) - COMMON_FIELDS - {provider.name})
-    if unknown:
-        raise ConfigError(f"{where}: unknown fields {', '.join(unknown)}")
+    reject_unknown(raw, COMMON_FIELDS | {provider.name}, where)
 
     token = raw.get("webhook_token")
     if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
@@ -154,27 +106,21 @@ def parse_source(raw: Any, *, where: str = "source") -> Source:
         except ValueError:
             raise ConfigError(f"{where}: allowed_ips entry {entry!r} is not an address or CIDR range") from None
 
-    max_body = raw.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
-    if not isinstance(max_body, int) or isinstance(max_body, bool) or not 1024 <= max_body <= 6 * 1024 * 1024:
-        raise ConfigError(f"{where}: max_body_bytes must be an integer between 1024 and 6291456")
+    max_body = whole_number(raw, "max_body_bytes", DEFAULT_MAX_BODY_BYTES, where, low=1024, high=6 * 1024 * 1024)
 
     try:
         zone = ZoneInfo(str(raw.get("timezone", "UTC")))
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"{where}: timezone {raw.get('timezone')!r} is not an IANA time zone name") from None
 
-    retention = raw.get("retention_days")
-    if retention is not None and (not isinstance(retention, int) or isinstance(retention, bool) or retention < 1):
-        raise ConfigError(f"{where}: retention_days must be a positive integer")
-
-    settings_raw = raw.get(provider.name)
-    if not isinstance(settings_raw, Mapping):
-        raise ConfigError(f"{where}: a '{provider.name}' section with the provider settings is required")
-    settings = provider.parse_settings(settings_raw, where=f"{where}, {provider.name}")
+    retention = (
+        whole_number(raw, "retention_days", None, where, low=1) if raw.get("retention_days") is not None else None
+    )
+    settings = provider.parse_settings(section(raw, provider.name, where), where=f"{where}, {provider.name}")
     reconcile = parse_reconcile(raw.get("reconcile"), provider.reconcile_defaults, where=where)
     return Source(
         id=source_id,
-        provider=provider.name,
+        provider=provider,
         webhook_token=token,
         allowed_networks=tuple(networks),
         max_body_bytes=max_body,
@@ -289,8 +235,3 @@ class SourceDirectory:
             except (ConfigError, SourceNotFound) as exc:
                 problems[source_id] = str(exc)
         return sources, problems
-
-    def of_provider(self, provider: str) -> tuple[list[Source], dict[str, str]]:
-        """Every valid source of one provider, and the problems of unreadable sources."""
-        sources, problems = self.all()
-        return [source for source in sources if source.provider == provider], problems

@@ -20,8 +20,8 @@ import time
 from callvault.errors import Forbidden, PayloadTooLarge, Unauthorized
 from callvault.jobs import JobQueue
 from callvault.observability import logger
-from callvault.providers import InboundRequest, WebhookReply, provider_named
-from callvault.sources import Source, SourceDirectory
+from callvault.providers.interface import InboundRequest, Source, WebhookReply
+from callvault.sources import SourceDirectory
 
 TOKEN_HEADER = "x-webhook-token"  # noqa: S105 - a header name, not a secret
 TIMESTAMP_HEADER = "x-callvault-timestamp"
@@ -66,9 +66,7 @@ def receive(request: InboundRequest, sources: SourceDirectory, queue: JobQueue) 
     """Handle one webhook call; raises ``RequestRejected`` for anything answered with a 4xx."""
     source = sources.get(request.source_id)
     authenticate(source, request)
-    provider = provider_named(source.provider)
-    assert provider is not None  # parse_source only accepts registered providers
-    reply = provider.parse_webhook(source, request)
+    reply = source.provider.parse_webhook(source, request)
     if reply.jobs:
         queue.enqueue(reply.jobs)
     logger.info(

@@ -18,6 +18,7 @@ from callvault.errors import ConfigError
 from callvault.http import DEFAULT_READ_TIMEOUT, ResponseStream
 from callvault.providers.alibaba_rpc import AlibabaRpcClient, RpcCredentials
 from callvault.signed_download import open_signed_url
+from callvault.validation import number, optional_text
 
 ACCESS_FIELDS = frozenset(
     {
@@ -62,12 +63,8 @@ def parse_rpc_access(raw: Mapping[str, Any], *, where: str, default_endpoint: st
     key_id, secret = raw.get("access_key_id"), raw.get("access_key_secret")
     if not isinstance(key_id, str) or not key_id or not isinstance(secret, str) or not secret:
         raise ConfigError(f"{where}: access_key_id and access_key_secret are required")
-    token = raw.get("security_token")
-    if token is not None and (not isinstance(token, str) or not token):
-        raise ConfigError(f"{where}: security_token must be the STS token text")
-    region = raw.get("region")
-    if region is not None and not isinstance(region, str):
-        raise ConfigError(f"{where}: region must be a region id like cn-shanghai")
+    token = optional_text(raw, "security_token", where, hint="the STS token text")
+    region = optional_text(raw, "region", where, hint="a region id like cn-shanghai")
     endpoint = str(raw.get("endpoint") or default_endpoint.format(region=region or "cn-shanghai")).rstrip("/")
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
@@ -75,13 +72,11 @@ def parse_rpc_access(raw: Mapping[str, Any], *, where: str, default_endpoint: st
     hosts = raw.get("download_hosts", list(DEFAULT_DOWNLOAD_HOSTS))
     if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) and h for h in hosts):
         raise ConfigError(f"{where}: download_hosts must be a list of host names ('.example.com' allows subdomains)")
-    read_timeout = raw.get("read_timeout_seconds", DEFAULT_READ_TIMEOUT)
-    if isinstance(read_timeout, bool) or not isinstance(read_timeout, int | float) or not 1 <= read_timeout <= 120:
-        raise ConfigError(f"{where}: read_timeout_seconds must be a number from 1 to 120")
+    read_timeout = number(raw, "read_timeout_seconds", DEFAULT_READ_TIMEOUT, where, low=1, high=120)
     return RpcAccess(
         endpoint=endpoint,
         credentials=RpcCredentials(access_key_id=key_id, access_key_secret=secret, security_token=token),
         region=region,
         download_hosts=tuple(h.lower() for h in hosts),
-        read_timeout_seconds=float(read_timeout),
+        read_timeout_seconds=read_timeout,
     )

@@ -22,19 +22,21 @@ from typing import Any
 
 from callvault.errors import BadRequest, ConfigError, FetchError, PermanentFailure
 from callvault.models import WHOLE_CALL, FetchJob
-from callvault.providers import (
+from callvault.providers.alibaba_rpc import AlibabaRpcClient, RpcError, classify, strip_url_quotes
+from callvault.providers.aliyun_access import ACCESS_FIELDS, RpcAccess, parse_rpc_access
+from callvault.providers.events import first_text, jobs_from_events, json_events
+from callvault.providers.interface import (
     CallListing,
     InboundRequest,
     PendingDownload,
     ProviderRuntime,
+    ReconcileSettings,
+    Source,
     TimeWindow,
     WebhookReply,
-    json_events,
 )
-from callvault.providers.alibaba_rpc import AlibabaRpcClient, RpcError, classify, strip_url_quotes
-from callvault.providers.aliyun_access import ACCESS_FIELDS, RpcAccess, parse_rpc_access
-from callvault.sources import ReconcileSettings, Source
 from callvault.timefmt import iso, utc_now
+from callvault.validation import reject_unknown, text, whole_number
 
 API_2017 = "2017-07-05"
 API_2020 = "2020-07-01"
@@ -72,19 +74,12 @@ class CccSettings:
 
 
 def _parse_settings(raw: Mapping[str, Any], *, where: str) -> CccSettings:
-    known = {"api_version", "instance_id", "not_ready_window_seconds", "reconcile_recordings"}
-    unknown = sorted(set(raw) - ACCESS_FIELDS - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown fields {', '.join(unknown)}")
+    reject_unknown(
+        raw, ACCESS_FIELDS | {"api_version", "instance_id", "not_ready_window_seconds", "reconcile_recordings"}, where
+    )
     version = str(raw.get("api_version", API_2017))
     if version not in (API_2017, API_2020):
         raise ConfigError(f"{where}: api_version must be {API_2017} or {API_2020}, got {version!r}")
-    instance = raw.get("instance_id")
-    if not isinstance(instance, str) or not instance:
-        raise ConfigError(f"{where}: instance_id is required")
-    window = raw.get("not_ready_window_seconds", DEFAULT_NOT_READY_WINDOW)
-    if isinstance(window, bool) or not isinstance(window, int) or window < 0:
-        raise ConfigError(f"{where}: not_ready_window_seconds must be a whole number of seconds")
     kinds = raw.get("reconcile_recordings", ["mono"])
     if not isinstance(kinds, list) or not kinds or not set(kinds) <= set(RECORDING_KINDS):
         raise ConfigError(f"{where}: reconcile_recordings must list some of {', '.join(RECORDING_KINDS)}")
@@ -92,19 +87,11 @@ def _parse_settings(raw: Mapping[str, Any], *, where: str) -> CccSettings:
         raise ConfigError(f"{where}: reconcile_recordings applies to api_version {API_2020} only")
     return CccSettings(
         api_version=version,
-        instance_id=instance,
+        instance_id=text(raw, "instance_id", where),
         access=parse_rpc_access(raw, where=where, default_endpoint=DEFAULT_ENDPOINT),
-        not_ready_window_seconds=window,
+        not_ready_window_seconds=whole_number(raw, "not_ready_window_seconds", DEFAULT_NOT_READY_WINDOW, where, low=0),
         reconcile_recordings=tuple(dict.fromkeys(kinds)),
     )
-
-
-def _first(event: Mapping[str, Any], *names: str) -> str:
-    for name in names:
-        value = event.get(name)
-        if value not in (None, ""):
-            return str(value).strip()
-    return ""
 
 
 def _event_time(event: Mapping[str, Any], source: Source) -> datetime:
@@ -136,22 +123,15 @@ class CccProvider:
 
     def parse_webhook(self, source: Source, request: InboundRequest) -> WebhookReply:
         events = json_events(request.body, "a JSON object (one event) or a list of them")
-        jobs: list[FetchJob] = []
-        skipped = 0
-        for event in events:
-            job = self._job_from_event(source, event)
-            if job is None:
-                skipped += 1
-            else:
-                jobs.append(job)
-        return WebhookReply(jobs=jobs, body={**ACCEPTED, "jobs": len(jobs)}, skipped=skipped)
+        found = jobs_from_events(events, lambda event: self._job_from_event(source, event))
+        return WebhookReply(jobs=found.jobs, body={**ACCEPTED, "jobs": len(found.jobs)}, skipped=found.skipped)
 
     def _job_from_event(self, source: Source, event: Mapping[str, Any]) -> FetchJob | None:
         settings: CccSettings = source.settings
-        instance = _first(event, "instanceId", "InstanceId", "instance_id")
+        instance = first_text(event, "instanceId", "InstanceId", "instance_id")
         if instance and instance != settings.instance_id:
             raise BadRequest(f"event is for instance {instance!r}, this source is {settings.instance_id!r}")
-        event_type = _first(event, "eventType", "EventType", "event_type").lower()
+        event_type = first_text(event, "eventType", "EventType", "event_type").lower()
         selector = WHOLE_CALL
         locator: dict[str, str] = {}
         if event_type:
@@ -161,10 +141,10 @@ class CccProvider:
                 raise BadRequest(f"{event_type!r} is a 2020-07-01 event, this source speaks {settings.api_version}")
             kind = RECORDING_EVENTS[event_type]
             selector, locator["recording"] = f"{WHOLE_CALL}{kind}", kind
-        contact_id = _first(event, "contactId", "ContactId", "contact_id")
+        contact_id = first_text(event, "contactId", "ContactId", "contact_id")
         if not contact_id:
             raise BadRequest("event has no contactId")
-        file_name = _first(event, "fileName", "FileName", "file_name")
+        file_name = first_text(event, "fileName", "FileName", "file_name")
         if file_name and not event_type:
             locator["file_name"] = file_name
         locator["contact_id"] = contact_id
@@ -257,7 +237,7 @@ class CccProvider:
     def _add_record(self, listing: CallListing, source: Source, record: Mapping[str, Any], window: TimeWindow) -> None:
         settings: CccSettings = source.settings
         listing.calls += 1
-        contact_id = _first(record, "ContactId")
+        contact_id = first_text(record, "ContactId")
         started = record.get("StartTime")
         if not contact_id or isinstance(started, bool) or not isinstance(started, int | str):
             listing.problems.append(f"record without ContactId or StartTime: {sorted(record)}")

@@ -30,14 +30,22 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from callvault.errors import BadRequest, ConfigError
+from callvault.errors import BadRequest
 from callvault.models import WHOLE_CALL, FetchJob
 from callvault.observability import logger
-from callvault.providers import InboundRequest, PendingDownload, ProviderRuntime, WebhookReply, json_events
 from callvault.providers.alibaba_rpc import RpcError, classify, strip_url_quotes
 from callvault.providers.aliyun_access import ACCESS_FIELDS, RpcAccess, parse_rpc_access
-from callvault.sources import ReconcileSettings, Source
+from callvault.providers.events import first_text, jobs_from_events, json_events
+from callvault.providers.interface import (
+    InboundRequest,
+    PendingDownload,
+    ProviderRuntime,
+    ReconcileSettings,
+    Source,
+    WebhookReply,
+)
 from callvault.timefmt import format_wall_clock, iso, parse_wall_clock, utc_now
+from callvault.validation import boolean, optional_text, reject_unknown
 
 API_VERSION = "2017-05-25"
 DEFAULT_ENDPOINT = "https://dyplsapi.aliyuncs.com"
@@ -64,31 +72,13 @@ class DyplsSettings:
 
 
 def _parse_settings(raw: Mapping[str, Any], *, where: str) -> DyplsSettings:
-    unknown = sorted(set(raw) - ACCESS_FIELDS - {"pool_key", "enqueue_call_reports", "records_calls"})
-    if unknown:
-        raise ConfigError(f"{where}: unknown fields {', '.join(unknown)}")
-    pool_key = raw.get("pool_key")
-    if pool_key is not None and (not isinstance(pool_key, str) or not pool_key):
-        raise ConfigError(f"{where}: pool_key must be the pool's key, e.g. FC123456")
-    flags = {
-        name: raw.get(name, default) for name, default in (("enqueue_call_reports", False), ("records_calls", True))
-    }
-    for name, value in flags.items():
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: {name} must be true or false")
+    reject_unknown(raw, ACCESS_FIELDS | {"pool_key", "enqueue_call_reports", "records_calls"}, where)
     return DyplsSettings(
         access=parse_rpc_access(raw, where=where, default_endpoint=DEFAULT_ENDPOINT),
-        pool_key=pool_key,
-        **flags,
+        pool_key=optional_text(raw, "pool_key", where, hint="the pool's key, e.g. FC123456"),
+        enqueue_call_reports=boolean(raw, "enqueue_call_reports", False, where),
+        records_calls=boolean(raw, "records_calls", True, where),
     )
-
-
-def _text(record: Mapping[str, Any], *names: str) -> str:
-    for name in names:
-        value = record.get(name)
-        if value not in (None, ""):
-            return str(value).strip()
-    return ""
 
 
 def _call_time(raw: Any) -> datetime:
@@ -105,12 +95,12 @@ def _call_time(raw: Any) -> datetime:
 
 def _unanswered(record: Mapping[str, Any]) -> str | None:
     """Why a call-ended report's call cannot have a recording, or None if it may have one."""
-    if _text(record, "call_type") == "4":
+    if first_text(record, "call_type") == "4":
         return "the call was intercepted (call_type 4): no recording"
-    cause = _text(record, "unconnected_cause")
+    cause = first_text(record, "unconnected_cause")
     if cause not in ("", "0"):
         return f"the call was not connected (unconnected_cause {cause}): no recording"
-    started, released = _text(record, "start_time"), _text(record, "release_time")
+    started, released = first_text(record, "start_time"), first_text(record, "release_time")
     if "start_time" in record and not started:
         return "the call was not answered (no start_time): no recording"
     if started and started == released:
@@ -128,26 +118,14 @@ class DyplsProvider:
 
     def parse_webhook(self, source: Source, request: InboundRequest) -> WebhookReply:
         records = json_events(request.body, "a JSON array of receipt records")
-        jobs: list[FetchJob] = []
-        skipped = 0
-        problems: list[str] = []
-        for index, record in enumerate(records):
-            try:
-                job = self._job_from_record(source, record)
-            except BadRequest as exc:
-                # One unusable record must not make the platform re-send (and us re-reject)
-                # the whole batch: the good ones are enqueued, the bad one is logged.
-                problems.append(f"record {index}: {exc.message}")
-                continue
-            if job is None:
-                skipped += 1
-            else:
-                jobs.append(job)
-        if problems and not jobs and not skipped:
-            raise BadRequest("; ".join(problems))
-        if problems:
-            logger.error("Dypls receipt records rejected", extra={"source_id": source.id, "problems": problems})
-        return WebhookReply(jobs=jobs, body=dict(RECEIVED), skipped=skipped + len(problems))
+        # One unusable record must not make the platform re-send (and us re-reject) the whole
+        # batch: the good ones are enqueued, the bad ones logged.
+        found = jobs_from_events(records, lambda record: self._job_from_record(source, record), tolerate_bad=True)
+        if found.problems and not found.jobs and not found.skipped:
+            raise BadRequest("; ".join(found.problems))
+        if found.problems:
+            logger.error("Dypls receipt records rejected", extra={"source_id": source.id, "problems": found.problems})
+        return WebhookReply(jobs=found.jobs, body=dict(RECEIVED), skipped=found.skipped + len(found.problems))
 
     def _job_from_record(self, source: Source, record: Mapping[str, Any]) -> FetchJob | None:
         settings: DyplsSettings = source.settings
@@ -167,10 +145,10 @@ class DyplsProvider:
 
     def _fetch_job(self, source: Source, record: Mapping[str, Any]) -> FetchJob:
         settings: DyplsSettings = source.settings
-        call_id = _text(record, "call_id")
+        call_id = first_text(record, "call_id")
         if not call_id:
             raise BadRequest("record has no call_id")
-        pool_key = _text(record, "pool_key") or settings.pool_key or ""
+        pool_key = first_text(record, "pool_key") or settings.pool_key or ""
         if not pool_key:
             raise BadRequest("record has no pool_key and the source configures none")
         if settings.pool_key and pool_key != settings.pool_key:
@@ -180,7 +158,7 @@ class DyplsProvider:
         except ValueError as exc:
             raise BadRequest(f"call_time: {exc}") from None
         retention = source.retention_days or DEFAULT_RETENTION_DAYS
-        details = {key: _text(record, key) for key in ("sub_id", "subs_id", "out_id") if _text(record, key)}
+        details = {key: first_text(record, key) for key in ("sub_id", "subs_id", "out_id") if first_text(record, key)}
         return FetchJob(
             source_id=source.id,
             provider=self.name,

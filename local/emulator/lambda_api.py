@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from local import runtime
-from local.runtime import LAMBDA_MAX_SYNC_PAYLOAD_BYTES, FunctionRunner, HttpRequest, HttpResponse
+from local.emulator import function_runner
+from local.emulator.function_runner import LAMBDA_MAX_SYNC_PAYLOAD_BYTES, FunctionRunner
+from local.emulator.http_api import HttpRequest, HttpResponse
 
-LOG = logging.getLogger("local.lambda_api")
+LOG = logging.getLogger("local.emulator.lambda_api")
 
 # Lambda's limit for an asynchronous (Event) invocation's payload.
 LAMBDA_MAX_ASYNC_PAYLOAD_BYTES = 1024 * 1024
@@ -45,7 +46,7 @@ _FUNCTION_NAME = re.compile(
     r"(?:function:)?(?P<name>[A-Za-z0-9_.-]+)(?::(?P<qualifier>[A-Za-z0-9$_.-]+))?"
 )
 # Frames of these files are the "bootstrap" the Python runtime leaves out of stackTrace.
-_RUNTIME_FILES = frozenset({Path(__file__).resolve(), Path(runtime.__file__).resolve()})
+_RUNTIME_FILES = frozenset({Path(__file__).resolve(), Path(function_runner.__file__).resolve()})
 
 
 def _error(status: int, code: str, message: str, message_key: str = "message") -> HttpResponse:

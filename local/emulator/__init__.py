@@ -1,0 +1,5 @@
+"""The AWS side of the local stack: ``template.yaml`` deployed into moto, the handlers run in-process.
+
+:mod:`~local.emulator.stack` (:class:`~local.emulator.stack.LocalStack`) deploys and drives it all;
+the other modules each play one piece of AWS (see docs/local.md, "Layout").
+"""

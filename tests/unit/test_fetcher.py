@@ -1,0 +1,224 @@
+"""One fetch attempt, every way it can end, against in-memory stand-ins (tests/fakes.py) and a
+provider made for the test: stored, skipped, handed to the retry workflow, failed, noted."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from callvault.config import RetrySettings
+from callvault.errors import FetchError, PermanentFailure, RetryKind, RetryLater, SourceNotFound
+from callvault.fetching import Fetcher
+from callvault.ledger import RecordingLedger
+from callvault.models import FetchJob
+from callvault.providers.interface import PendingDownload, ReconcileSettings, Source
+from tests.fakes import FakeS3, FakeTable, chunks
+
+AUDIO = b"RIFF" + bytes(range(256)) * 64
+
+
+class BytesStream:
+    def __init__(self, data: bytes, declared: int | None) -> None:
+        self.data = data
+        self.content_length = declared
+        self.content_type = "audio/wav"
+
+    def chunks(self, size: int) -> Iterator[bytes]:
+        return chunks(self.data, size)
+
+
+class MemoryProvider:
+    """A provider whose calls' files are bytes in memory; it can refuse or cut a download short."""
+
+    name = "test"
+    reconcile_defaults = ReconcileSettings()
+
+    def __init__(self) -> None:
+        self.files: dict[str, dict[str, bytes]] = {}
+        self.error: FetchError | None = None
+        self.cut_short = False
+        self.resolved: list[str] = []
+        self.opened: list[str] = []
+
+    def resolve(self, source: Source, job: FetchJob, runtime: Any) -> list[PendingDownload]:
+        self.resolved.append(job.identity)
+        if self.error is not None:
+            raise self.error
+        files = self.files.get(job.call_id, {})
+        names = files if not job.names_a_file else {job.file_name: files[job.file_name]}
+        return [
+            PendingDownload(name, lambda name=name, data=data: self._open(name, data)) for name, data in names.items()
+        ]
+
+    @contextmanager
+    def _open(self, name: str, data: bytes) -> Iterator[BytesStream]:
+        self.opened.append(name)
+        yield BytesStream(data[: len(data) // 2] if self.cut_short else data, len(data))
+
+
+class Sources:
+    def __init__(self, *sources: Source) -> None:
+        self.sources = {source.id: source for source in sources}
+
+    def get(self, source_id: str) -> Source:
+        if source_id not in self.sources:
+            raise SourceNotFound(f"unknown source {source_id!r}")
+        return self.sources[source_id]
+
+
+class Workflow:
+    def __init__(self) -> None:
+        self.handed_over: list[tuple[FetchJob, Any]] = []
+
+    def hand_over(self, job: FetchJob, plan: Any, key: dict[str, str], delivery_id: str) -> str:
+        self.handed_over.append((job, plan))
+        return "execution"
+
+
+@dataclasses.dataclass
+class World:
+    provider: MemoryProvider
+    table: FakeTable
+    s3: FakeS3
+    workflow: Workflow
+    fetcher: Fetcher
+
+    def item(self, call_id: str, file_name: str) -> dict[str, Any]:
+        return self.table.item(f"CALL#pool#{call_id}", f"FILE#{file_name}")
+
+
+@pytest.fixture
+def world() -> World:
+    provider, table, s3, workflow = MemoryProvider(), FakeTable(), FakeS3(), Workflow()
+    source = Source(
+        id="pool",
+        provider=provider,
+        webhook_token="t" * 16,
+        allowed_networks=(),
+        max_body_bytes=1024,
+        timezone=ZoneInfo("Asia/Shanghai"),
+        retention_days=None,
+        webhook_signing_secret=None,
+        settings=None,
+    )
+    fetcher = Fetcher(
+        sources=Sources(source),  # type: ignore[arg-type]
+        ledger=RecordingLedger(table),
+        s3=s3,
+        bucket="archive",
+        runtime=None,  # type: ignore[arg-type]
+        workflow=workflow,  # type: ignore[arg-type]
+        retry=RetrySettings(max_attempts=3),
+    )
+    return World(provider, table, s3, workflow, fetcher)
+
+
+def job(call_id: str = "c1", file_name: str = "*", **changes: Any) -> FetchJob:
+    base = FetchJob(
+        source_id="pool",
+        provider="test",
+        call_id=call_id,
+        call_time="2026-12-01T10:00:00+08:00",
+        locator={"call": call_id},
+        file_name=file_name,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def test_every_file_of_a_call_is_stored_with_its_sha256_and_the_placeholder_goes(world: World) -> None:
+    world.provider.files["c1"] = {"a.wav": AUDIO, "b.mkv": AUDIO[::-1]}
+
+    report = world.fetcher.process(job(), lease_seconds=60, delivery_id="m1")
+
+    assert sorted(s.key for s in report.stored) == [
+        "recordings/pool/2026/12/01/c1/a.wav",
+        "recordings/pool/2026/12/01/c1/b.mkv",
+    ]
+    item = world.item("c1", "a.wav")
+    assert (item["status"], item["sha256"], item["size"]) == ("STORED", hashlib.sha256(AUDIO).hexdigest(), len(AUDIO))
+    assert world.s3.objects["recordings/pool/2026/12/01/c1/b.mkv"] == [AUDIO[::-1]]
+    assert ("CALL#pool#c1", "FILE#*") not in world.table.items
+
+
+def test_a_stored_file_is_not_downloaded_again_and_a_busy_one_is_left_to_its_holder(world: World) -> None:
+    world.provider.files["c1"] = {"a.wav": AUDIO}
+    world.fetcher.process(job(file_name="a.wav"), lease_seconds=60, delivery_id="m1")
+
+    again = world.fetcher.process(job(file_name="a.wav"), lease_seconds=60, delivery_id="m2")
+    assert again.already_stored and world.provider.opened == ["a.wav"]
+    assert world.provider.resolved == [job(file_name="a.wav").identity]  # known up front: no provider call
+
+    world.provider.files["c2"] = {"x.wav": AUDIO}
+    world.fetcher._ledger.claim(job("c2", "x.wav"), "x.wav", "k", lease_seconds=600)  # another delivery holds it
+    busy = world.fetcher.process(job("c2", "x.wav"), lease_seconds=60, delivery_id="m3")
+    assert busy.in_progress and "x.wav" not in world.provider.opened
+
+
+def test_a_transient_error_goes_to_the_retry_workflow_and_frees_the_file(world: World) -> None:
+    world.provider.error = RetryLater(RetryKind.LINK_EXPIRED, "link expired")
+
+    report = world.fetcher.process(job(), lease_seconds=60, delivery_id="m1")
+
+    assert report.handed_over == "link expired"
+    [(handed, plan)] = world.workflow.handed_over
+    assert handed == job() and not plan.give_up and plan.wait_seconds > 0
+    assert world.item("c1", "*")["status"] == "RETRY_SCHEDULED"
+
+
+def test_a_broken_transfer_leaves_no_object_and_no_open_upload(world: World) -> None:
+    world.provider.files["c1"] = {"a.wav": AUDIO}
+    world.provider.cut_short = True
+
+    report = world.fetcher.process(job(), lease_seconds=60, delivery_id="m1")
+
+    assert report.handed_over is not None and "received" in report.handed_over
+    assert world.s3.objects == {} and world.s3.uploads == {} and len(world.s3.aborted) == 1
+    item = world.item("c1", "a.wav")
+    assert item["status"] == "RETRY_SCHEDULED" and "lease_id" not in item
+
+
+def test_a_permanent_error_fails_at_once_and_an_unknown_source_is_one(world: World) -> None:
+    world.provider.error = PermanentFailure("bad credentials")
+    world.fetcher.process(job(), lease_seconds=60, delivery_id="m1")
+    world.fetcher.process(job("c9", source_id="gone"), lease_seconds=60, delivery_id="m2")
+
+    assert [plan.give_up for _, plan in world.workflow.handed_over] == [True, True]
+    assert world.item("c1", "*")["status"] == "FAILED"
+    assert "not registered" in world.table.item("CALL#gone#c9", "FILE#*")["reason"]
+
+
+def test_a_call_nothing_confirmed_was_recorded_ends_no_recording_without_the_workflow(world: World) -> None:
+    world.provider.error = RetryLater(RetryKind.NOT_READY, "isv.RECORD_NOT_EXIST")
+
+    world.fetcher.process(job(attempt=3, recording_confirmed=False), lease_seconds=60, delivery_id="m1")
+
+    assert world.workflow.handed_over == []
+    item = world.item("c1", "*")
+    assert item["status"] == "NO_RECORDING" and "gave up after 3 attempts" in item["reason"]
+
+
+def test_expectations_and_unanswered_calls_only_leave_a_note(world: World) -> None:
+    world.fetcher.process(job(not_before="2026-12-01T10:30:00+00:00"), lease_seconds=60, delivery_id="m1")
+    world.fetcher.process(job("c2", no_recording="not answered"), lease_seconds=60, delivery_id="m2")
+
+    assert world.provider.resolved == []
+    assert world.item("c1", "*")["status"] == "EXPECTED"
+    assert world.item("c1", "*")["due_at"] == "2026-12-01T10:30:00+00:00"
+    assert (world.item("c2", "*")["status"], world.item("c2", "*")["reason"]) == ("NO_RECORDING", "not answered")
+
+
+def test_a_bug_frees_the_lease_and_reaches_sqs(world: World) -> None:
+    world.provider.files["c1"] = {"a.wav": AUDIO}
+    world.s3.complete_multipart_upload = None  # type: ignore[assignment,method-assign]
+
+    with pytest.raises(TypeError):
+        world.fetcher.process(job(file_name="a.wav"), lease_seconds=60, delivery_id="m1")
+
+    item = world.item("c1", "a.wav")
+    assert item["status"] == "RETRY_SCHEDULED" and "lease_id" not in item and world.workflow.handed_over == []
