@@ -15,11 +15,12 @@ from collections.abc import Sequence
 from types import FrameType
 
 from callvault.errors import ConfigError
-from callvault.sources import load_sources_file
+from callvault.sources_file import load_sources_file
 from local.emulator.errors import LocalStackError
 from local.emulator.moto_server import DEFAULT_REGION
 from local.emulator.stack import DEFAULT_STACK_NAME, LocalStack
-from local.simulated_providers import SimulatedSource, start_simulators, stop_simulators
+from local.simulated_providers import start_simulators, stop_simulators
+from local.simulation import SimulatedSource
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -25,18 +25,16 @@ from typing import Any
 
 from callvault.errors import ConfigError
 from callvault.observability import logger
-from callvault.sources import load_sources_file
+from callvault.sources_file import load_sources_file
 from local.emulator.errors import LocalStackError
 from local.emulator.stack import LocalStack
-from local.simulated_providers import ExpectedFile, SimulatedSource, start_simulators, stop_simulators
+from local.simulated_providers import start_simulators, stop_simulators
+from local.simulation import ExpectedFile, SimulatedSource
 from local.simulators.pbx import PbxSimulator
 
 ROOT = Path(__file__).resolve().parents[1]
 # Fast retries: the demo should show a retried fault within seconds, not minutes.
 DEMO_PARAMETERS = {"RetryMaxAttempts": "5", "RetryBaseDelaySeconds": "1", "RetryMaxDelaySeconds": "4"}
-# Talk time per call and provider; PBX recordings are stereo 8 kHz 16-bit (3 to 7.4 MB each).
-# The last call of every source loses its report: reconciliation has to find it.
-CALL_SECONDS = {"pbx": (95, 140, 230), "ccc": (60, 35), "dypls": (120, 45)}
 # The schedule's pace in the demo (AWS: every 5 minutes); each source's own interval applies too.
 SCHEDULE_SECONDS = 2.0
 
@@ -91,7 +89,8 @@ def end_calls(stack: LocalStack, simulations: dict[str, SimulatedSource]) -> lis
     expected: list[Expected] = []
     for source_id, simulation in simulations.items():
         webhook = str(stack.state["webhook_url_template"]).format(source_id=source_id)
-        durations = CALL_SECONDS[simulation.provider]
+        # The provider's demo calls; the last one loses its report: reconciliation has to find it.
+        durations = simulation.demo_calls
         for number, seconds in enumerate(durations, start=1):
             files = simulation.place_call(webhook, seconds, lose_push=number == len(durations))
             expected += [Expected(source_id, file) for file in files]

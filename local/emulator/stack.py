@@ -105,7 +105,7 @@ class LocalStack:
         visibility timeout of failed SQS messages (None keeps the queue's, as AWS does).
         ``concurrency`` is the number of execution environments per function (each imports
         the handler module separately) and of pollers per queue.
-        ``publish_sources`` defaults to ``callvault.sources.publish_sources_file``.
+        ``publish_sources`` defaults to ``callvault.sources_file.publish_sources_file``.
         """
         if schedule_interval is not None and schedule_interval <= 0:
             raise LocalStackError(f"schedule interval must be positive, got {schedule_interval}")
@@ -488,10 +488,10 @@ class LocalStack:
 
 
 def _default_sources_publisher() -> SourcesPublisher:
-    """``callvault.sources.publish_sources_file``, imported late: it lives in the layer."""
+    """``callvault.sources_file.publish_sources_file``, imported late: it lives in the layer."""
     try:
-        from callvault.sources import publish_sources_file  # type: ignore[import-not-found,unused-ignore]
+        from callvault.sources_file import publish_sources_file  # type: ignore[import-not-found,unused-ignore]
     except ImportError as error:
-        raise LocalStackError(f"cannot import callvault.sources.publish_sources_file: {error}") from error
+        raise LocalStackError(f"cannot import callvault.sources_file.publish_sources_file: {error}") from error
     publisher: SourcesPublisher = publish_sources_file
     return publisher

@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 from xml.sax.saxutils import escape
 
-from local.simulators.aliyun_signature import iso_utc
+from local.simulators.aliyun.signature import iso_utc
 from local.simulators.base import LoopbackHttpSimulator, SimRequestHandler
 
 __all__ = ["OssLogEntry", "OssObject", "OssSimulator", "content_type_for"]

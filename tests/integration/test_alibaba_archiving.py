@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from local.emulator.stack import LocalStack
-from local.simulated_providers import with_token
+from local.simulation import with_token
 from local.simulators.ccc import CccCall, CccSimulator
 from local.simulators.dypls import DyplsSimulator
 from tests.integration.conftest import AlibabaSource, Archive, wait_for, webhook_url

@@ -45,7 +45,7 @@ MINI = Path(__file__).resolve().parent / "fixtures" / "mini"
 
 
 def publish_mini_sources(path: Path, secrets_client: Any, prefix: str) -> list[str]:
-    """Stand-in for callvault.sources.publish_sources_file with the miniature's file format."""
+    """Stand-in for callvault.sources_file.publish_sources_file with the miniature's file format."""
     ids = []
     for source in yaml.safe_load(path.read_text())["sources"]:
         secrets_client.create_secret(Name=f"{prefix}{source['id']}", SecretString=json.dumps(source))

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from local.emulator.stack import LocalStack
-from local.simulated_providers import with_token
+from local.simulation import with_token
 from local.simulators.ccc import CccSimulator
 from local.simulators.dypls import DyplsSimulator
 from tests.integration.conftest import (

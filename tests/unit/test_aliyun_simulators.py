@@ -24,8 +24,8 @@ import requests
 from aliyunsdkcore.auth.composer import rpc_signature_composer
 from aliyunsdkcore.utils import parameter_helper
 
-from local.simulators.aliyun_gateway import AccessKey
-from local.simulators.aliyun_signature import compute_signature, iso_utc
+from local.simulators.aliyun.gateway import AccessKey
+from local.simulators.aliyun.signature import compute_signature, iso_utc
 from local.simulators.ccc import CccCall, CccSimulator
 from local.simulators.dypls import DyplsCall, DyplsSimulator
 from local.simulators.wav import wav_info

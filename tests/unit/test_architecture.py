@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from callvault.providers.registry import PROVIDERS
+from local.simulated_providers import SIMULATIONS
+
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "layers" / "callvault"
 PACKAGES = {"callvault": CORE / "callvault", "local": ROOT / "local"}
@@ -130,3 +133,7 @@ def test_a_file_over_500_lines_says_why_in_its_docstring(path: Path) -> None:
         return
     docstring = ast.get_docstring(ast.parse(source)) or ""
     assert LONG_FILE_REASON in docstring, f"{path.relative_to(ROOT)} has {source.count(chr(10))} lines"
+
+
+def test_every_provider_of_the_core_can_be_played_by_the_local_stack() -> None:
+    assert sorted(SIMULATIONS) == sorted(PROVIDERS)

@@ -15,7 +15,7 @@ from callvault.models import FetchJob, InvalidJob
 from callvault.providers.interface import ReconcileSettings, TimeWindow
 from callvault.providers.pbx import PROVIDER as PBX
 from callvault.providers.pbx import job_from_cdr, listing_from_cdr
-from callvault.providers.pbx_cdr import parse_cdr_csv
+from callvault.providers.pbx.cdr import parse_cdr_csv
 from callvault.reconciliation import ReconcileRefused, backfill_request, reconcile_window
 from callvault.retry_policy import plan_retry
 from callvault.sources import parse_source

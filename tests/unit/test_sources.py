@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from callvault.errors import ConfigError
-from callvault.sources import load_sources_file, parse_source
+from callvault.sources import parse_source
+from callvault.sources_file import load_sources_file
 from tests.conftest import pbx_source_document
 
 

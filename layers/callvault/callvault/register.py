@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from callvault.errors import ConfigError
-from callvault.sources import publish_sources_file
+from callvault.sources_file import publish_sources_file
 
 
 def secret_prefix(stage: str) -> str:

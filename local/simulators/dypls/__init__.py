@@ -1,6 +1,6 @@
 """Strict simulator of Alibaba number privacy protection (Dyplsapi 2017-05-25) recordings.
 
-A real RPC server on loopback behind the verifying gateway of :mod:`local.simulators.aliyun_gateway`,
+A real RPC server on loopback behind the verifying gateway of :mod:`local.simulators.aliyun.gateway`,
 with an OSS-style file server (:mod:`local.simulators.oss`) for the MP3 download URLs.
 
 ``QueryRecordFileDownloadUrl(CallId, CallTime 'yyyy-MM-dd HH:mm:ss' Beijing time, PoolKey,
@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from local.simulators.aliyun_gateway import AccessKey, AliyunRpcSimulator, JsonDict, RpcContext, RpcError
+from local.simulators.aliyun.gateway import AccessKey, AliyunRpcSimulator, JsonDict, RpcContext, RpcError
 from local.simulators.oss import OssSimulator
 from local.simulators.push import post
 

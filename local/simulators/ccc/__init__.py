@@ -1,6 +1,6 @@
 """Strict simulator of Alibaba Cloud Call Center (CCC) recording APIs, 2017-07-05 and 2020-07-01.
 
-A real RPC server on loopback behind the verifying gateway of :mod:`local.simulators.aliyun_gateway`,
+A real RPC server on loopback behind the verifying gateway of :mod:`local.simulators.aliyun.gateway`,
 with an OSS-style file server (:mod:`local.simulators.oss`) for the download URLs.
 
 **2017-07-05** (seeds 000 / 001):
@@ -28,7 +28,7 @@ FileName, Duration(ms)}`` (a mono ``.wav`` of the whole contact) and
 404 ``NotExists.Recording`` (``not_ready_style="error"``) or, with ``not_ready_style="empty"``,
 200 ``OK`` with ``"Data": null`` so a client can be tested against both.
 
-**ListCallDetailRecords** (both versions) lists the calls: :mod:`local.simulators.ccc_cdr`.
+**ListCallDetailRecords** (both versions) lists the calls: :mod:`local.simulators.ccc.cdr`.
 ``place_call(recorded=False)`` makes a call that is listed without recordings and that every
 download action answers like a recording that is not ready.
 
@@ -50,11 +50,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import ClassVar
 
-from local.simulators.aliyun_gateway import AccessKey, AliyunRpcSimulator, JsonDict, RpcContext, RpcError
-from local.simulators.aliyun_signature import iso_utc
-from local.simulators.ccc_calls import BEIJING, V2017, V2020, CccCall, CccFile, EventPush, recordings_2017
-from local.simulators.ccc_cdr import list_cdrs_2017, list_cdrs_2020
-from local.simulators.ccc_replies import (
+from local.simulators.aliyun.gateway import AccessKey, AliyunRpcSimulator, JsonDict, RpcContext, RpcError
+from local.simulators.aliyun.signature import iso_utc
+from local.simulators.ccc.calls import BEIJING, V2017, V2020, CccCall, CccFile, EventPush, recordings_2017
+from local.simulators.ccc.cdr import list_cdrs_2017, list_cdrs_2020
+from local.simulators.ccc.replies import (
     check_instance_2017,
     error_2017,
     reply_2017,

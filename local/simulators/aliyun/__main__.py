@@ -1,8 +1,8 @@
 """Run the Alibaba Cloud simulators standalone: a CCC and a Dyplsapi, each with its file server.
 
 ``python -m local.simulators.aliyun --ccc-port 8091 --dypls-port 8092``.  The gateway they sit
-behind is :mod:`local.simulators.aliyun_gateway`, its signature
-:mod:`local.simulators.aliyun_signature`, the products :mod:`local.simulators.ccc` and
+behind is :mod:`local.simulators.aliyun.gateway`, its signature
+:mod:`local.simulators.aliyun.signature`, the products :mod:`local.simulators.ccc` and
 :mod:`local.simulators.dypls`, their file server :mod:`local.simulators.oss`.
 """
 
@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 
-from local.simulators.aliyun_gateway import DEFAULT_CREDENTIALS
+from local.simulators.aliyun.gateway import DEFAULT_CREDENTIALS
 from local.simulators.ccc import CccSimulator
 from local.simulators.dypls import DyplsSimulator
 

@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from local.simulators.aliyun_gateway import JsonDict
+from local.simulators.aliyun.gateway import JsonDict
 
 __all__ = [
     "BEIJING",

@@ -8,8 +8,8 @@ import json
 import re
 from typing import Any
 
-from local.simulators.pbx_calls import TIME_FORMAT
-from local.simulators.pbx_sessions import PbxFailure
+from local.simulators.pbx.calls import TIME_FORMAT
+from local.simulators.pbx.sessions import PbxFailure
 
 __all__ = ["allowed_ip", "cdr_query", "json_body", "str_field"]
 

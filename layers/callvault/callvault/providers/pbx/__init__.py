@@ -27,7 +27,7 @@ from callvault.providers.interface import (
     TimeWindow,
     WebhookReply,
 )
-from callvault.providers.pbx_api import (
+from callvault.providers.pbx.api import (
     DOWNLOAD_TRIES,
     PbxClient,
     PbxSession,
@@ -37,7 +37,7 @@ from callvault.providers.pbx_api import (
     parse_settings,
     renewed,
 )
-from callvault.providers.pbx_cdr import parse_cdr_csv
+from callvault.providers.pbx.cdr import parse_cdr_csv
 from callvault.timefmt import format_wall_clock, iso, parse_wall_clock, utc_now
 
 PROVIDER_NAME = "pbx"

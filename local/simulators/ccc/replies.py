@@ -8,7 +8,7 @@ errors repeat ``HttpStatusCode`` and ``Success: false``; 2020-07-01 wraps the da
 
 from __future__ import annotations
 
-from local.simulators.aliyun_gateway import JsonDict, RpcContext, RpcError
+from local.simulators.aliyun.gateway import JsonDict, RpcContext, RpcError
 
 __all__ = ["check_instance_2017", "error_2017", "reply_2017", "required", "v2_error", "v2_instance", "v2_reply"]
 

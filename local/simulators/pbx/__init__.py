@@ -3,13 +3,13 @@
 A real HTTP(S) server on loopback that follows the vendor documents (seeds 003 and 004,
 ``docs/providers.md`` section 2) including their unpleasant parts; the pieces:
 
-* :mod:`local.simulators.pbx_api`: the HTTP API and its faults, answering from the recordings
-  and CDR rows stored so far; :mod:`local.simulators.pbx_sessions`: logins, lockouts, tokens
-  and randoms; :mod:`local.simulators.pbx_requests`: how request fields are read;
-* :mod:`local.simulators.pbx_calls`: a call's CDR row, its NewCdr report and the CDR export;
-* :mod:`local.simulators.pbx_push`: call reports (``NewCdr``) are pushed only while a token
+* :mod:`local.simulators.pbx.api`: the HTTP API and its faults, answering from the recordings
+  and CDR rows stored so far; :mod:`local.simulators.pbx.sessions`: logins, lockouts, tokens
+  and randoms; :mod:`local.simulators.pbx.requests`: how request fields are read;
+* :mod:`local.simulators.pbx.calls`: a call's CDR row, its NewCdr report and the CDR export;
+* :mod:`local.simulators.pbx.pushes`: call reports (``NewCdr``) are pushed only while a token
   with a report URL is alive, in order, with retries;
-* :mod:`local.simulators.pbx_tls`: certificates for the HTTPS mode.
+* :mod:`local.simulators.pbx.tls`: certificates for the HTTPS mode.
 
 Time is injectable (``clock=``) and can be moved forward with :meth:`PbxSimulator.advance_time`
 so tests can expire tokens and randoms without sleeping.  Faults can be switched on for the
@@ -30,10 +30,10 @@ import time
 from collections.abc import Callable
 from typing import ClassVar, Self
 
-from local.simulators.pbx_api import FAULT_KINDS, PbxApiServer
-from local.simulators.pbx_calls import CDR_COLUMNS, TIME_FORMAT, SimulatedCall, newcdr_report, render_cdr_csv
-from local.simulators.pbx_push import PushRecord, ReportPusher
-from local.simulators.pbx_tls import TlsFiles, make_self_signed
+from local.simulators.pbx.api import FAULT_KINDS, PbxApiServer
+from local.simulators.pbx.calls import CDR_COLUMNS, TIME_FORMAT, SimulatedCall, newcdr_report, render_cdr_csv
+from local.simulators.pbx.pushes import PushRecord, ReportPusher
+from local.simulators.pbx.tls import TlsFiles, make_self_signed
 from local.simulators.wav import make_wav
 
 __all__ = [
@@ -323,7 +323,3 @@ def main(argv: list[str] | None = None) -> int:
         if tmp is not None:
             tmp.cleanup()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """Alibaba's RPC ("POP") gateway, in front of every simulated Alibaba product.
 
 Alibaba's RPC-style APIs (CCC, Dyplsapi, ...) all sit behind one gateway that checks the
-common parameters and the v1.0 signature (:mod:`local.simulators.aliyun_signature`) before a
+common parameters and the v1.0 signature (:mod:`local.simulators.aliyun.signature`) before a
 product sees the request:
 
 * ``Action, Version, AccessKeyId, SignatureMethod=HMAC-SHA1, SignatureVersion=1.0,
@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 from xml.sax.saxutils import escape
 
-from local.simulators.aliyun_signature import compute_signature, string_to_sign
+from local.simulators.aliyun.signature import compute_signature, string_to_sign
 from local.simulators.base import LoopbackHttpSimulator, SimRequestHandler
 
 __all__ = [

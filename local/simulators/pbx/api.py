@@ -4,7 +4,7 @@ Follows the vendor documents (seeds 003 and 004, ``docs/providers.md`` section 2
 their unpleasant parts:
 
 * every reply is HTTP 200 with ``{"status": "Failed", "errno": "..."}`` on failure (errno is a
-  *string*); the session rules are in :mod:`local.simulators.pbx_sessions`;
+  *string*); the session rules are in :mod:`local.simulators.pbx.sessions`;
 * the login password is the lower-case md5 hex of the API password;
 * a recording random works exactly once;
 * the CDR download link of the seed contains raw spaces in the query, which is accepted.
@@ -28,10 +28,10 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 from local.simulators.base import LoopbackHttpSimulator, SimRequestHandler
-from local.simulators.pbx_calls import TIME_FORMAT, render_cdr_csv
-from local.simulators.pbx_requests import allowed_ip, cdr_query, json_body, str_field
-from local.simulators.pbx_sessions import PbxFailure, PbxSessions, Token
-from local.simulators.pbx_tls import TlsFiles
+from local.simulators.pbx.calls import TIME_FORMAT, render_cdr_csv
+from local.simulators.pbx.requests import allowed_ip, cdr_query, json_body, str_field
+from local.simulators.pbx.sessions import PbxFailure, PbxSessions, Token
+from local.simulators.pbx.tls import TlsFiles
 
 __all__ = ["FAULT_KINDS", "PbxApiServer", "PbxRequestHandler", "md5_hex"]
 

@@ -38,9 +38,9 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from local.simulators.aliyun_gateway import JsonDict, RpcContext, RpcError
-from local.simulators.ccc_calls import BEIJING, DISPOSITION, V2_CONTACT_TYPES, CccCall, agent_name, ms, recordings_2017
-from local.simulators.ccc_replies import (
+from local.simulators.aliyun.gateway import JsonDict, RpcContext, RpcError
+from local.simulators.ccc.calls import BEIJING, DISPOSITION, V2_CONTACT_TYPES, CccCall, agent_name, ms, recordings_2017
+from local.simulators.ccc.replies import (
     check_instance_2017,
     error_2017,
     reply_2017,

@@ -1,0 +1,51 @@
+"""The sources file: a YAML ``sources:`` list, the format of ``local/sources.yaml`` and of
+``make register-sources``. Read only by operators' tools and the local stack, never in Lambda
+(a function reads one source's JSON secret: no YAML parser on its cold start)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from callvault.errors import ConfigError
+from callvault.sources import parse_source
+
+
+def load_sources_file(path: str | Path) -> list[dict[str, Any]]:
+    """Read and validate a sources YAML file; returns the raw documents, in file order."""
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"sources file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"sources file {path} is not valid YAML: {exc}") from None
+    if not isinstance(document, Mapping) or not isinstance(document.get("sources"), list):
+        raise ConfigError(f"sources file {path}: expected a top-level 'sources:' list")
+    seen: set[str] = set()
+    raws: list[dict[str, Any]] = []
+    for index, raw in enumerate(document["sources"]):
+        source = parse_source(raw, where=f"{path}: sources[{index}]")
+        if source.id in seen:
+            raise ConfigError(f"{path}: source id {source.id!r} appears twice")
+        seen.add(source.id)
+        raws.append(dict(raw))
+    return raws
+
+
+def publish_sources_file(path: str | Path, secrets_client: Any, prefix: str) -> list[str]:
+    """Create or update one secret per source of a sources file; returns the source ids."""
+    published = []
+    for raw in load_sources_file(path):
+        name = f"{prefix}{raw['id']}"
+        secret = json.dumps(raw, ensure_ascii=False)
+        try:
+            secrets_client.create_secret(Name=name, SecretString=secret, Description="callvault source")
+        except secrets_client.exceptions.ResourceExistsException:
+            secrets_client.put_secret_value(SecretId=name, SecretString=secret)
+        published.append(raw["id"])
+    return published

@@ -1,0 +1,7 @@
+"""``python -m local.simulators.pbx``: the PBX simulator, standalone."""
+
+import sys
+
+from local.simulators.pbx import main
+
+sys.exit(main())
