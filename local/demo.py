@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from callvault.errors import ConfigError
-from callvault.observability import logger
 from callvault.sources_file import load_sources_file
 from local.emulator.errors import LocalStackError
 from local.emulator.stack import LocalStack
@@ -34,7 +33,13 @@ from local.simulators.pbx import PbxSimulator
 
 ROOT = Path(__file__).resolve().parents[1]
 # Fast retries: the demo should show a retried fault within seconds, not minutes.
-DEMO_PARAMETERS = {"RetryMaxAttempts": "5", "RetryBaseDelaySeconds": "1", "RetryMaxDelaySeconds": "4"}
+# The handlers' JSON logs would drown the progress lines: errors only.
+DEMO_PARAMETERS = {
+    "RetryMaxAttempts": "5",
+    "RetryBaseDelaySeconds": "1",
+    "RetryMaxDelaySeconds": "4",
+    "LogLevel": "ERROR",
+}
 # The schedule's pace in the demo (AWS: every 5 minutes); each source's own interval applies too.
 SCHEDULE_SECONDS = 2.0
 
@@ -190,9 +195,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the archive to settle")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # The handlers' JSON logs would drown the progress lines (the core's logger is shared by
-    # every handler in this process, and already exists); errors still show.
-    logger.setLevel(logging.ERROR)
     try:
         return run(args.sources, args.state, args.timeout)
     except (ConfigError, LocalStackError, OSError) as error:

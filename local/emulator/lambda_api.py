@@ -18,20 +18,17 @@ retries, maximum event age, DLQ and destinations (a failure is only logged, by t
 
 from __future__ import annotations
 
-import decimal
 import json
 import logging
 import re
 import threading
-import traceback
 import uuid
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from local.emulator import function_runner
+from local.emulator.execution_environment import EnvironmentFailed, HandlerError
 from local.emulator.function_runner import LAMBDA_MAX_SYNC_PAYLOAD_BYTES, FunctionRunner
 from local.emulator.http_api import HttpRequest, HttpResponse
 
@@ -45,8 +42,6 @@ _FUNCTION_NAME = re.compile(
     r"(?:arn:(?P<partition>aws[a-zA-Z-]*):lambda:(?P<region>[a-z0-9-]+):)?(?:(?P<account>\d{12}):)?"
     r"(?:function:)?(?P<name>[A-Za-z0-9_.-]+)(?::(?P<qualifier>[A-Za-z0-9$_.-]+))?"
 )
-# Frames of these files are the "bootstrap" the Python runtime leaves out of stackTrace.
-_RUNTIME_FILES = frozenset({Path(__file__).resolve(), Path(function_runner.__file__).resolve()})
 
 
 def _error(status: int, code: str, message: str, message_key: str = "message") -> HttpResponse:
@@ -70,21 +65,6 @@ def _function_error(error_type: str, message: str, stack_trace: list[str]) -> Ht
     body = json.dumps({"errorMessage": message, "errorType": error_type, "stackTrace": stack_trace}).encode()
     headers = [("X-Amz-Function-Error", "Unhandled"), ("X-Amz-Executed-Version", "$LATEST")]
     return HttpResponse(200, [*headers, ("Content-Type", "application/json")], body)
-
-
-def _stack_trace(exc: BaseException) -> list[str]:
-    """``traceback.format_list`` of the frames from the handler on, as the Python runtime gives."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    while frames and Path(frames[0].filename).resolve() in _RUNTIME_FILES:
-        frames.pop(0)
-    return traceback.format_list(frames)
-
-
-def _json_default(value: Any) -> Any:
-    """The runtime serialises Decimal (what DynamoDB reads return) as a number."""
-    if isinstance(value, decimal.Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 class LambdaApiServer:
@@ -184,12 +164,11 @@ class LambdaApiServer:
         assert self._runner is not None
         try:
             result = self._runner.invoke(function_id, event)
-        except Exception as exc:  # the runner has logged it
-            return _function_error(type(exc).__name__, str(exc), _stack_trace(exc))
-        try:
-            body = json.dumps(result, default=_json_default, ensure_ascii=False).encode()
-        except (TypeError, ValueError) as exc:
-            return _function_error("Runtime.MarshalError", f"Unable to marshal response: {exc}", [])
+        except HandlerError as exc:  # the runner has logged it
+            return _function_error(exc.error_type, exc.message, exc.stack_trace)
+        except EnvironmentFailed as exc:
+            return _function_error("Runtime.ExitError", str(exc), [])
+        body = json.dumps(result, ensure_ascii=False).encode()
         if len(body) > LAMBDA_MAX_SYNC_PAYLOAD_BYTES:
             limit = LAMBDA_MAX_SYNC_PAYLOAD_BYTES
             message = f"Response payload size exceeded maximum allowed payload size ({limit} bytes)."

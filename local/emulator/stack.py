@@ -1,4 +1,4 @@
-"""Create the SAM application from ``template.yaml`` in moto and run its handlers in-process.
+"""Create the SAM application from ``template.yaml`` in moto and run its handlers as Lambda would.
 
 The template is the single source of truth: every resource comes from translating it the way
 ``sam package`` + ``sam deploy`` would, and everything the runtime needs (function code, handlers,
@@ -17,7 +17,6 @@ import copy
 import json
 import logging
 import os
-import re
 import sys
 import threading
 import time
@@ -32,7 +31,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from local.emulator import stack_readback
 from local.emulator.errors import LocalStackError, one_line
-from local.emulator.function_runner import FunctionRunner, FunctionSpec, merge_environments
+from local.emulator.execution_environment import EnvironmentFailed
+from local.emulator.function_runner import FunctionRunner, FunctionSpec
 from local.emulator.http_api import HttpApiServer, HttpRoute
 from local.emulator.lambda_api import LambdaApiServer
 from local.emulator.moto_plan import (
@@ -66,7 +66,8 @@ SourcesPublisher = Callable[[Path, Any, str], Any]
 
 
 class LocalStack:
-    """The SAM application running on this machine: moto as AWS, real handlers in-process.
+    """The SAM application running on this machine: moto as AWS, the real handlers in execution
+    environments of their own (processes).
 
     Usage::
 
@@ -74,7 +75,8 @@ class LocalStack:
             requests.post(stack.state["webhook_url_template"].format(source_id="pbx-1"), ...)
             stack.wait_idle(30)
 
-    The process environment is shared with the handlers (that is how they find moto), so only
+    Each function runs in execution environments of its own (processes, with only its own
+    environment variables); this process gets the variables that point boto3 at moto, so only
     one LocalStack may run per process; ``stop`` restores the variables it changed.
     """
 
@@ -103,8 +105,8 @@ class LocalStack:
         ``schedule_interval`` replaces every schedule's rate (seconds); ``run_schedules=False``
         disables timers (``run_schedules_now`` still works). ``redelivery_delay`` shortens the
         visibility timeout of failed SQS messages (None keeps the queue's, as AWS does).
-        ``concurrency`` is the number of execution environments per function (each imports
-        the handler module separately) and of pollers per queue.
+        ``concurrency`` is the number of execution environments per function (each a process
+        that imports the handler) and of pollers per queue.
         ``publish_sources`` defaults to ``callvault.sources_file.publish_sources_file``.
         """
         if schedule_interval is not None and schedule_interval <= 0:
@@ -172,10 +174,9 @@ class LocalStack:
         self._set_environ(self.aws.environment())
         plan, artifacts = self._deploy(sam_template)
         self._read_back(sam_template, plan, artifacts)
-        self._set_environ(self._function_environment())
-        self.runner = FunctionRunner(self.functions.values(), self.region, self._concurrency)
-        self._add_sys_path(self.runner.import_dirs())
-        self._load_handlers()
+        self.runner = FunctionRunner(self.functions.values(), self._concurrency, self._function_environments())
+        self._add_sys_path([d for spec in self.functions.values() for d in spec.layer_dirs])
+        self._start_functions()
         # Sources first: a provider calling in before they exist would get 404s.
         self._publish_sources_file()
         self.http.start(self.runner)
@@ -203,14 +204,13 @@ class LocalStack:
         server.start(self.runner)
         return server
 
-    def _load_handlers(self) -> None:
-        """Import the handler modules; an import error is a one-line startup error."""
+    def _start_functions(self) -> None:
+        """Start the execution environments; a handler that does not import is a one-line startup error."""
         assert self.runner is not None
         try:
-            self.runner.load_handlers()
-        except Exception as error:
-            LOG.debug("handler import failed", exc_info=True)
-            raise LocalStackError(f"cannot import a handler: {type(error).__name__}: {one_line(error)}") from error
+            self.runner.start()
+        except EnvironmentFailed as error:
+            raise LocalStackError(f"cannot import a handler: {one_line(error)}") from error
 
     def stop(self) -> None:
         """Stop timers, pollers, HTTP, the Lambda API and moto; restore the environment. Safe to call twice."""
@@ -230,7 +230,7 @@ class LocalStack:
             self.lambda_api = None
         self.aws.stop()
         if self.runner is not None:
-            self.runner.unload_handlers()
+            self.runner.stop()
         self._restore_environ()
         self._clients = {}  # they point at the stopped moto
         if self.state_file is not None and self.state and self.state_file.exists():
@@ -330,32 +330,27 @@ class LocalStack:
 
     # -- environment -----------------------------------------------------------------------
 
-    def _function_environment(self) -> dict[str, str]:
-        """The union of all functions' variables plus local overrides (e.g. the webhook base URL)."""
+    def _function_environments(self) -> dict[str, dict[str, str]]:
+        """Each function's variables, as Lambda gives them: the template's (localised), the
+        runtime's own (function name, region, …), the way to moto, and local overrides."""
         assert self.http is not None
-        environments = {fid: spec.environment for fid, spec in self.functions.items()}
-        try:
-            merged = merge_environments(environments, self._env_overrides)
-        except ValueError as error:
-            raise LocalStackError(str(error)) from error
-        merged = {key: self._localise(value) for key, value in merged.items()}
-        if WEBHOOK_BASE_URL_VARIABLE in merged and WEBHOOK_BASE_URL_VARIABLE not in self._env_overrides:
-            # API Gateway does not exist in moto: the local HTTP server is the webhook endpoint.
-            merged[WEBHOOK_BASE_URL_VARIABLE] = self.http.base_url
-        return merged
+        environments: dict[str, dict[str, str]] = {}
+        for function_id, spec in self.functions.items():
+            variables = {key: self._localise(value) for key, value in spec.environment.items()}
+            if WEBHOOK_BASE_URL_VARIABLE in variables:
+                # API Gateway does not exist in moto: the local HTTP server is the webhook endpoint.
+                variables[WEBHOOK_BASE_URL_VARIABLE] = self.http.base_url
+            environments[function_id] = {
+                **self.aws.environment(),
+                **spec.runtime_variables(),
+                **variables,
+                **self._env_overrides,
+            }
+        return environments
 
     def _localise(self, value: str) -> str:
-        """Point an HTTP API endpoint URL at the local HTTP server.
-
-        moto creates no API, so it leaves ``https://${Api}.execute-api...`` unresolved.
-        """
         assert self.http is not None
-        base_url = self.http.base_url
-
-        def replace(match: re.Match[str]) -> str:
-            return base_url if match.group(1) in self._http_api_ids else match.group(0)
-
-        return re.sub(r"https://\$\{(\w+)\}\.execute-api\.[A-Za-z0-9.${}:-]+", replace, value)
+        return stack_readback.localise(value, self._http_api_ids, self.http.base_url)
 
     def _set_environ(self, values: Mapping[str, str]) -> None:
         """Set process variables, remembering the previous values for :meth:`_restore_environ`."""
@@ -390,7 +385,8 @@ class LocalStack:
         """Store the sources file in Secrets Manager where the functions look for it."""
         if self.sources_file is None:
             return
-        prefix = os.environ.get(SOURCES_PREFIX_VARIABLE)
+        prefixes = [spec.environment.get(SOURCES_PREFIX_VARIABLE) for spec in self.functions.values()]
+        prefix = next((value for value in prefixes if value), None)
         if prefix is None:
             raise LocalStackError(f"no function has {SOURCES_PREFIX_VARIABLE}; cannot publish {self.sources_file}")
         publish = self._publish_sources or _default_sources_publisher()

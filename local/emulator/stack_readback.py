@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -252,3 +253,13 @@ def running_executions(sfn: Any) -> list[str]:
 def _string_values(variables: Mapping[str, Any]) -> dict[str, str]:
     """Environment values as Lambda sees them: strings (moto keeps a Number parameter an int)."""
     return {key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in variables.items()}
+
+
+def localise(value: str, http_api_ids: set[str], base_url: str) -> str:
+    """Point an HTTP API endpoint URL at the local HTTP server: moto creates no API, so it leaves
+    ``https://${Api}.execute-api...`` unresolved."""
+
+    def replace(match: re.Match[str]) -> str:
+        return base_url if match.group(1) in http_api_ids else match.group(0)
+
+    return re.sub(r"https://\$\{(\w+)\}\.execute-api\.[A-Za-z0-9.${}:-]+", replace, value)

@@ -29,7 +29,6 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from local.emulator.errors import LocalStackError
-from local.emulator.function_runner import merge_environments
 from local.emulator.http_api import HttpApiServer, HttpRoute, HttpRouter
 from local.emulator.moto_plan import substitute_definition
 from local.emulator.scheduler import parse_rate_seconds
@@ -37,6 +36,7 @@ from local.emulator.sqs_poller import failed_message_ids
 from local.emulator.stack import LocalStack
 from local.emulator.template import load_template
 from tests.conftest import eventually
+from tests.integration.conftest import concurrently
 
 pytestmark = pytest.mark.integration
 
@@ -162,13 +162,6 @@ def test_batch_item_failures_follow_lambda_rules() -> None:
     assert failed_message_ids({"batchItemFailures": [{"id": "a"}]}, ids) == set(ids)
 
 
-def test_environments_merge_or_fail_clearly() -> None:
-    merged = merge_environments({"A": {"X": "1", "Y": "2"}, "B": {"X": "1", "Z": "3"}}, {"Z": "override"})
-    assert merged == {"X": "1", "Y": "2", "Z": "override"}
-    with pytest.raises(ValueError, match=r"X \(A='1', B='2'\)"):
-        merge_environments({"A": {"X": "1"}, "B": {"X": "2"}})
-
-
 def test_rates_parse() -> None:
     assert parse_rate_seconds("rate(5 minutes)") == 300
     assert parse_rate_seconds("rate(1 hour)") == 3600
@@ -214,6 +207,7 @@ class TestMiniStack:
             stack_name="mini-local",
             schedule_interval=0.5,
             publish_sources=publish_mini_sources,
+            concurrency=2,
         ) as stack:
             stack.wait_idle(10)
             yield stack
@@ -246,10 +240,16 @@ class TestMiniStack:
         assert (ticker.handler, ticker.timeout, ticker.memory_mb) == ("app.handler", 30, 256)
         assert ticker.layer_dirs == (MINI / "layers" / "minicore",)
         # Variables arrive resolved by moto; the API URL moto cannot resolve is the local one.
-        assert os.environ["TABLE_NAME"] == stack.state["table"]
-        assert os.environ["SOURCES_SECRET_PREFIX"] == "mini/dev/sources/"
-        assert os.environ["LOG_LEVEL"] == "DEBUG"
-        assert os.environ["WEBHOOK_BASE_URL"] == stack.state["webhook_base_url"]
+        names = ["TABLE_NAME", "SOURCES_SECRET_PREFIX", "LOG_LEVEL", "WEBHOOK_BASE_URL", "AWS_LAMBDA_FUNCTION_NAME"]
+        assert stack.invoke("TickerFunction", {"env": names}) == {
+            "TABLE_NAME": stack.state["table"],
+            "SOURCES_SECRET_PREFIX": "mini/dev/sources/",
+            "LOG_LEVEL": "DEBUG",
+            "WEBHOOK_BASE_URL": stack.state["webhook_base_url"],
+            "AWS_LAMBDA_FUNCTION_NAME": ticker.name,
+        }
+        # This process keeps its own: the functions' variables are theirs alone.
+        assert "TABLE_NAME" not in os.environ
         assert [m.mapping_id for m in stack.queue_mappings] == ["SqsWorkerFunctionWork"]
         assert not stack.client("lambda").list_event_source_mappings()["EventSourceMappings"]
 
@@ -417,11 +417,24 @@ class TestMiniStack:
         assert ticks_before >= 1  # the start-up tick
         results = stack.run_schedules_now()
         assert results == {"TickerFunctionTick": None}
-        time.sleep(1.0)  # schedule_interval is 0.5 s
-        stack.wait_idle(10)
+        assert len(ledger_items(stack, "tick#")) >= ticks_before + 1
+        # And the timer goes on by itself (schedule_interval is 0.5 s)
+        assert eventually(lambda: len(ledger_items(stack, "tick#")) >= ticks_before + 2, timeout=30)
         ticks = ledger_items(stack, "tick#")
-        assert len(ticks) >= ticks_before + 2
         assert {item["detail_type"]["S"] for item in ticks.values()} == {"Scheduled Event"}
+
+    def test_concurrent_invocations_run_in_environments_of_their_own(self, stack: LocalStack) -> None:
+        # Given two requests at the same moment, each keeping a module global of the shared layer
+        url = str(stack.state["webhook_base_url"]) + "/webhooks/state?shape=state"
+        replies = concurrently(lambda: requests.post(url, timeout=30), lambda: requests.post(url, timeout=30))
+
+        # Then each ran in its own process with its own module state, as Lambda runs them
+        bodies = [reply.json() for reply in replies]
+        assert [body["mine"] for body in bodies] == [True, True]
+        assert bodies[0]["pid"] != bodies[1]["pid"]
+        # And with its function's own variables (the echo function overrides LOG_LEVEL)
+        assert {body["log_level"] for body in bodies} == {"INFO"}
+        assert stack.invoke("TickerFunction", {"env": ["LOG_LEVEL"]}) == {"LOG_LEVEL": "DEBUG"}
 
     def test_invoke_runs_a_handler_directly(self, stack: LocalStack) -> None:
         event = {"rawPath": "/x", "queryStringParameters": {"shape": "plain"}}
@@ -541,7 +554,10 @@ def test_real_template_runs_locally(tmp_path: Path) -> None:
         for key in ("bucket", "table", "queue_url", "dlq_url", "state_machine_arn", "alert_topic_arn"):
             assert state[key], key
         assert state["outputs"]["WebhookUrl"] == state["webhook_url_template"]
-        assert os.environ["WEBHOOK_BASE_URL"] == state["webhook_base_url"]
+        # The functions the template gives the webhook's URL get the local one; the webhook does not
+        assert stack.runner is not None
+        assert stack.runner.environment_of("FetcherFunction")["WEBHOOK_BASE_URL"] == state["webhook_base_url"]
+        assert "WEBHOOK_BASE_URL" not in stack.runner.environment_of("WebhookFunction")
         # And the webhook answers from the real handler: a wrong token enqueues nothing
         url = state["webhook_url_template"].format(source_id="office-pbx")
         reply = requests.post(url, json={"action": "NewCdr"}, headers={"X-Webhook-Token": "wrong"}, timeout=10)
