@@ -1,7 +1,8 @@
 """``python -m local``: run the whole SAM application on this machine until Ctrl-C.
 
-moto plays AWS, the stack comes from template.yaml, the real handlers run in-process behind a
-local HTTP API, SQS pollers and timers. The state file tells demos and tests where it all is.
+moto plays AWS, the stack comes from template.yaml, the real handlers run in execution
+environments of their own behind a local HTTP API, SQS pollers and timers. The state file tells
+demos and tests where it all is.
 """
 
 from __future__ import annotations

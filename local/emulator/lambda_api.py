@@ -1,4 +1,4 @@
-"""Play the AWS Lambda ``Invoke`` API on loopback, backed by the in-process :class:`FunctionRunner`.
+"""Play the AWS Lambda ``Invoke`` API on loopback, backed by the :class:`FunctionRunner`.
 
 moto cannot run a function without Docker, so a tool that calls
 ``boto3.client("lambda", endpoint_url=...).invoke(FunctionName=..., Payload=...)`` is pointed here

@@ -1,4 +1,4 @@
-"""The local runtime: the SAM template deployed into moto, real handlers driven in-process.
+"""The local runtime: the SAM template deployed into moto, real handlers driven in execution environments.
 
 Most tests run a miniature of the callvault shape (tests/integration/fixtures/mini: an HttpApi
 function, an SQS queue with a redrive DLQ and a partial-batch consumer, a scheduled function,

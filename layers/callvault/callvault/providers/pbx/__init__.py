@@ -2,7 +2,7 @@
 
 - ``NewCdr`` reports (pushed while an API session lives) and CDR CSV rows (seed 004, read by
   reconciliation) make the same job for a call (``job_from_cdr``).
-- A recording is fetched with a fresh single-use ``random`` per try (``pbx_api``).
+- A recording is fetched with a fresh single-use ``random`` per try (the PBX API client: ``api``).
 - The session that keeps pushes coming is kept alive on a schedule (``keep_session``).
 """
 
