@@ -150,13 +150,13 @@ class ExecutionEnvironment:
         """Run the handler with ``event``; its JSON result, or HandlerError. A handler that overruns
         the Timeout is stopped (EnvironmentFailed): the environment must then be replaced."""
         timeout = float(self.function["timeout"])
-        _send(self._to_child, {"kind": "invoke", "event": event, "request_id": request_id})
         try:
+            _send(self._to_child, {"kind": "invoke", "event": event, "request_id": request_id})
             reply = _receive(self._from_child, time.monotonic() + timeout + 1.0)
         except TimeoutError:
             self.stop()
             raise HandlerError("Sandbox.Timedout", f"Task timed out after {timeout:.2f} seconds", []) from None
-        except EOFError:
+        except (EOFError, OSError):
             self.stop()
             raise EnvironmentFailed(f"{self.function['name']}: the execution environment died") from None
         if reply["kind"] == "error":

@@ -146,11 +146,11 @@ class FunctionRunner:
         try:
             environment = pool.get()
             try:
-                return self._run(function_id, environment, event)
-            finally:
                 if not environment.alive:  # stopped on a timeout, or crashed: a fresh cold start
                     environment = self._replace(environment)
-                pool.put(environment)
+                return self._run(function_id, environment, event)
+            finally:
+                pool.put(environment)  # a dead one too: the next invocation starts it afresh
         finally:
             with self._lock:
                 self._in_flight -= 1

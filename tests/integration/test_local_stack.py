@@ -29,6 +29,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from local.emulator.errors import LocalStackError
+from local.emulator.execution_environment import EnvironmentFailed, HandlerError
 from local.emulator.http_api import HttpApiServer, HttpRoute, HttpRouter
 from local.emulator.moto_plan import substitute_definition
 from local.emulator.scheduler import parse_rate_seconds
@@ -235,7 +236,7 @@ class TestMiniStack:
         stack.client("dynamodb").describe_table(TableName=state["table"])
 
     def test_functions_come_from_the_template(self, stack: LocalStack) -> None:
-        assert set(stack.functions) == {"HttpEchoFunction", "SqsWorkerFunction", "TickerFunction"}
+        assert set(stack.functions) == {"HttpEchoFunction", "SqsWorkerFunction", "TickerFunction", "NapFunction"}
         ticker = stack.functions["TickerFunction"]
         assert (ticker.handler, ticker.timeout, ticker.memory_mb) == ("app.handler", 30, 256)
         assert ticker.layer_dirs == (MINI / "layers" / "minicore",)
@@ -435,6 +436,17 @@ class TestMiniStack:
         # And with its function's own variables (the echo function overrides LOG_LEVEL)
         assert {body["log_level"] for body in bodies} == {"INFO"}
         assert stack.invoke("TickerFunction", {"env": ["LOG_LEVEL"]}) == {"LOG_LEVEL": "DEBUG"}
+
+    def test_an_environment_that_overruns_its_timeout_or_dies_is_replaced(self, stack: LocalStack) -> None:
+        # When a handler overruns the function's 1 s Timeout, Lambda stops it
+        with pytest.raises(HandlerError, match=r"Task timed out after 1\.00 seconds"):
+            stack.invoke("NapFunction", {"sleep": 30})
+        # And when the process dies under a handler
+        with pytest.raises(EnvironmentFailed, match="died"):
+            stack.invoke("NapFunction", {"exit": 3})
+        # Then the next invocations get fresh environments that work
+        for _ in range(3):
+            assert stack.invoke("NapFunction", {"sleep": 0}) == {"slept": 0}
 
     def test_invoke_runs_a_handler_directly(self, stack: LocalStack) -> None:
         event = {"rawPath": "/x", "queryStringParameters": {"shape": "plain"}}
