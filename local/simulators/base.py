@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import re
 import socket
 import ssl
 import threading
@@ -27,6 +28,8 @@ __all__ = ["MAX_BODY", "LoopbackHttpSimulator", "SimRequestHandler"]
 
 #: Largest request body a simulator reads; anything bigger is refused and the connection closed.
 MAX_BODY = 1024 * 1024
+#: What a ``redirect`` fault may answer with.
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 
 LogEntry = TypeVar("LogEntry")
 
@@ -325,6 +328,12 @@ class LoopbackHttpSimulator(Generic[LogEntry]):
             params["fraction"] = fraction
         elif kind == "slow":
             params["seconds"] = float(params.get("seconds", 2.0))
+        elif kind == "redirect":
+            params["status"] = int(params.get("status", 302))
+            if params["status"] not in REDIRECT_STATUSES:
+                raise ValueError(f"status must be one of {REDIRECT_STATUSES}")
+            if not re.fullmatch(r"https?://[^/?#\s]+", str(params.get("location", ""))):
+                raise ValueError("location must look like http://host:port")
         return params
 
     def clear_faults(self) -> None:

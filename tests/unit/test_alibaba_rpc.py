@@ -22,6 +22,7 @@ import requests
 from aliyunsdkcore.auth.composer import rpc_signature_composer as sdk_composer
 
 from callvault.errors import PermanentFailure, RetryKind, RetryLater
+from callvault.http import HttpClients
 from callvault.providers.alibaba_rpc import (
     AlibabaRpcClient,
     RpcCredentials,
@@ -32,6 +33,7 @@ from callvault.providers.alibaba_rpc import (
     string_to_sign,
     strip_url_quotes,
 )
+from tests.bystander import Bystander
 
 sdk_string_to_sign: Callable[[str, dict[str, str]], str] = getattr(sdk_composer, "__compose_string_to_sign")
 sdk_signature: Callable[[str, str], str] = getattr(sdk_composer, "__get_signature")
@@ -113,6 +115,7 @@ class Reply:
     status: int
     body: bytes
     content_type: str = "application/json;charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def json_reply(status: int, **body: Any) -> Reply:
@@ -172,6 +175,8 @@ def handler_for(api: LocalApi) -> type[BaseHTTPRequestHandler]:
             self.send_response(reply.status)
             self.send_header("Content-Type", reply.content_type)
             self.send_header("Content-Length", str(len(reply.body)))
+            for name, value in reply.headers:
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(reply.body)
 
@@ -396,6 +401,23 @@ def test_unreachable_endpoint_is_retried_without_the_signed_url(http: requests.S
     assert caught.value.__suppress_context__
     assert "Signature" not in str(caught.value)
     assert percent_encode(TOKEN) not in str(caught.value)
+
+
+def test_a_redirect_is_refused_and_the_signed_request_goes_nowhere_else(api: LocalApi) -> None:
+    # Given an endpoint that answers 307 (re-post the signed form there) to another server
+    with Bystander() as elsewhere:
+        api.reply = Reply(307, b"", "text/plain", headers=(("Location", f"{elsewhere.base_url}/"),))
+
+        # When a client on the project's own HTTP session calls it
+        with pytest.raises(PermanentFailure) as refused:
+            client(api, HttpClients().session("shop-ccc")).call("DownloadAllTypeRecording", PARAMS)
+
+        # Then the call ends with a readable reason and the other server received nothing
+        assert refused.value.reason == (
+            "DownloadAllTypeRecording on 127.0.0.1 answered 307 redirect to '127.0.0.1';"
+            " redirects are refused (check the source's endpoint)"
+        )
+        assert elsewhere.requests == []
 
 
 # --------------------------------------------------------------------------- classify

@@ -1,7 +1,8 @@
 """The one HTTP client setup: a requests session per source, with its TLS settings.
 
 Sessions are kept per container so repeated calls to a provider reuse connections.
-Every call passes an explicit timeout (requests has no session-wide default).
+Every call passes an explicit timeout (requests has no session-wide default). No session
+follows a redirect: a 3xx comes back to the caller, which refuses it (``refuse_redirect``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from urllib3.util import parse_url
@@ -55,8 +56,21 @@ def _ca_bundle_file(pem: str) -> str:
     return str(path)
 
 
+class RedirectRefusingSession(requests.Session):
+    """A session that never follows a redirect, whatever a call's ``allow_redirects`` says.
+
+    Following one would re-send a request's query (PBX token, single-use random) and, on a
+    307/308, its body (PBX username and password hash, the webhook token of the login's report
+    URL) to wherever ``Location`` points, and would archive that place's answer as a recording
+    past every check made on the address the source configured.
+    """
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        return None
+
+
 class HttpClients:
-    """Hands out one ``requests.Session`` per (source, TLS settings)."""
+    """Hands out one ``RedirectRefusingSession`` per (source, TLS settings)."""
 
     def __init__(self) -> None:
         self._sessions: dict[tuple[str, TlsSettings], requests.Session] = {}
@@ -65,7 +79,7 @@ class HttpClients:
         key = (source_id, tls)
         session = self._sessions.get(key)
         if session is None:
-            session = requests.Session()
+            session = RedirectRefusingSession()
             session.verify = tls.requests_verify()
             session.headers["User-Agent"] = USER_AGENT
             session.trust_env = False  # proxies from the environment must not see credentials
@@ -104,6 +118,33 @@ def unreachable(what: str, exc: requests.RequestException) -> RetryLater:
     if isinstance(exc, requests.Timeout):
         return RetryLater(RetryKind.PROVIDER_UNAVAILABLE, f"{what}: timed out")
     return RetryLater(RetryKind.PROVIDER_UNAVAILABLE, f"{what}: unreachable ({type(exc).__name__})")
+
+
+def refuse_redirect(what: str, response: requests.Response, *, hint: str) -> None:
+    """A 3xx reply as a permanent failure naming where it pointed; the response is closed.
+
+    Only the target's host goes into the reason (it reaches the ledger and the logs): the rest
+    of a ``Location`` may carry the very token or random the redirect would have leaked.
+    """
+    status = response.status_code
+    if not 300 <= status < 400:
+        return
+    response.close()
+    target = _redirect_host(response)
+    raise PermanentFailure(f"{what} answered {status} redirect to {target}; redirects are refused ({hint})")
+
+
+def _redirect_host(response: requests.Response) -> str:
+    location = response.headers.get("Location")
+    if not location:
+        return "nowhere (no Location header)"
+    try:
+        host = urlsplit(urljoin(response.url, location)).hostname
+    except ValueError:
+        host = None
+    if not host:
+        return "an unreadable Location"
+    return repr(host[:100])
 
 
 def check_download_host(url: str, allowed_hosts: tuple[str, ...]) -> None:

@@ -15,7 +15,14 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 
 from callvault.errors import RetryKind, RetryLater
-from callvault.http import CONNECT_TIMEOUT, ResponseStream, check_download_host, redact_url, unreachable
+from callvault.http import (
+    CONNECT_TIMEOUT,
+    ResponseStream,
+    check_download_host,
+    redact_url,
+    refuse_redirect,
+    unreachable,
+)
 
 MAX_ERROR_BODY = 16 * 1024
 XML_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
@@ -34,6 +41,7 @@ def open_signed_url(
         response = http.get(url, stream=True, timeout=(CONNECT_TIMEOUT, read_timeout), allow_redirects=False)
     except requests.RequestException as exc:
         raise unreachable(f"download from {where}", exc) from None
+    refuse_redirect(f"download from {where}", response, hint="a signed link must serve the file itself")
     if response.status_code != 200:
         status = response.status_code
         try:
@@ -66,8 +74,6 @@ def _failure(status: int, code: str, where: str) -> RetryLater:
         return RetryLater(RetryKind.LINK_EXPIRED, f"download link refused: {detail}")
     if status == 404:
         return RetryLater(RetryKind.NOT_READY, f"recording file not in storage yet: {detail}")
-    if 300 <= status < 400:
-        return RetryLater(RetryKind.PROVIDER_UNAVAILABLE, f"download link redirects elsewhere: {detail}")
     if status == 429:
         return RetryLater(RetryKind.THROTTLED, f"download throttled: {detail}")
     return RetryLater(RetryKind.PROVIDER_UNAVAILABLE, f"download failed: {detail}")

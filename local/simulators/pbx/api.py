@@ -9,7 +9,8 @@ their unpleasant parts:
 * a recording random works exactly once;
 * the CDR download link of the seed contains raw spaces in the query, which is accepted.
 
-Faults can be switched on for the next N matching requests with :meth:`PbxApiServer.set_fault`.
+Faults can be switched on for the next N matching requests with :meth:`PbxApiServer.set_fault`,
+among them a redirect of any operation to another server.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from local.simulators.pbx.tls import TlsFiles
 __all__ = ["FAULT_KINDS", "PbxApiServer", "PbxRequestHandler", "md5_hex"]
 
 #: Fault kinds accepted by :meth:`PbxApiServer.set_fault`.
-FAULT_KINDS: tuple[str, ...] = ("slow", "error_5xx", "expire_random", "truncate", "expire_token")
+FAULT_KINDS: tuple[str, ...] = ("slow", "error_5xx", "expire_random", "truncate", "expire_token", "redirect")
 
 JsonDict = dict[str, Any]
 RequestLine = tuple[str, str, str]
@@ -133,6 +134,7 @@ class PbxApiServer(LoopbackHttpSimulator[RequestLine]):
         "slow": frozenset({"seconds", "endpoint"}),
         "error_5xx": frozenset({"status", "endpoint"}),
         "truncate": frozenset({"fraction", "endpoint"}),
+        "redirect": frozenset({"status", "location", "endpoint"}),
     }
     COUNTERS: ClassVar[tuple[str, ...]] = _COUNTER_KEYS
     THREAD_NAME: ClassVar[str] = "pbx-sim"
@@ -248,18 +250,20 @@ class PbxApiServer(LoopbackHttpSimulator[RequestLine]):
           closed after that share of the bytes (the random is spent).
         * ``expire_random``: the next randoms issued by either get_random are already expired.
         * ``expire_token``: the next authenticated requests find their token expired (20006).
+        * ``redirect``: ``status`` (default 302) to ``location`` + the request's path and query.
 
         ``slow``, ``error_5xx`` and ``truncate`` take ``endpoint``: ``"recording/download"``
-        (default), ``"cdr/download"`` or ``"any"``.
+        (default), ``"cdr/download"`` or ``"any"``; ``redirect`` takes any operation too.
         """
         super().set_fault(kind, count, **params)
 
     def _check_fault_params(self, kind: str, params: dict[str, Any]) -> dict[str, Any]:
         params = super()._check_fault_params(kind, params)
         if "endpoint" in self.FAULT_PARAMS.get(kind, ()):
+            endpoints = tuple(_ROUTES) if kind == "redirect" else _DOWNLOAD_ENDPOINTS
             endpoint = params.get("endpoint", "recording/download")
-            if endpoint not in (*_DOWNLOAD_ENDPOINTS, "any"):
-                raise ValueError(f"endpoint must be one of {_DOWNLOAD_ENDPOINTS} or 'any'")
+            if endpoint not in (*endpoints, "any"):
+                raise ValueError(f"endpoint must be one of {endpoints} or 'any'")
             params["endpoint"] = endpoint
         return params
 
@@ -290,6 +294,11 @@ class PbxApiServer(LoopbackHttpSimulator[RequestLine]):
             return
         if method == "POST" and not h.read_body():
             h.send_json(PbxFailure("10004").body())
+            return
+        redirect = self._endpoint_fault("redirect", endpoint)
+        if redirect is not None:
+            # As a proxy in front of a moved API would: the same path and query, elsewhere.
+            h.send_bytes(redirect["status"], b"", "text/plain", [("Location", redirect["location"] + h.path)])
             return
         query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         handler = {

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import requests
 
 from callvault.errors import ConfigError, PermanentFailure, RetryKind, RetryLater
-from callvault.http import CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, unreachable
+from callvault.http import CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, refuse_redirect, unreachable
 from callvault.timefmt import utc_now
 
 SIGNATURE_METHOD = "HMAC-SHA1"
@@ -281,6 +281,8 @@ class AlibabaRpcClient:
         except requests.RequestException as exc:
             # ``from None``: the requests exception text holds the signed URL for a GET.
             raise unreachable(f"{action} on {self.host}", exc) from None
+        # The session follows no redirect: a 307 would re-send the signed request elsewhere.
+        refuse_redirect(f"{action} on {self.host}", response, hint="check the source's endpoint")
         return self._read_reply(action, response.status_code, response.content)
 
     def _common_params(self, action: str) -> dict[str, str]:

@@ -10,6 +10,8 @@ What the vendor docs impose, and how this module meets it:
 - A recording (and a CDR CSV) is downloaded with a ``random`` that lives 30 s and works once, so
   each download asks for a fresh one right before the GET. A spent or stale random has no
   documented errno: any reply that is not what was asked for counts as a refused random.
+- No call follows a redirect (``PbxClient._send``): a 3xx ends the job FAILED with the host it
+  pointed at, and the login's credentials or a download's token and random go nowhere else.
 """
 
 from __future__ import annotations
@@ -25,7 +27,15 @@ from urllib.parse import quote, urlencode, urlsplit
 import requests
 
 from callvault.errors import ConfigError, PermanentFailure, RetryKind, RetryLater
-from callvault.http import CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, SYSTEM_TLS, ResponseStream, TlsSettings, unreachable
+from callvault.http import (
+    CONNECT_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+    SYSTEM_TLS,
+    ResponseStream,
+    TlsSettings,
+    refuse_redirect,
+    unreachable,
+)
 from callvault.providers.interface import ProviderRuntime, Source
 from callvault.timefmt import iso, utc_now
 from callvault.validation import boolean, number, reject_unknown, text
@@ -187,10 +197,7 @@ class PbxClient:
         """Start the download; raises RandomRefused / TokenRejected when the reply is not audio."""
         query = urlencode({"recording": recording, "random": random, "token": token}, quote_via=quote)
         url = f"{self._settings.url('recording/download')}?{query}"
-        try:
-            response = self._http.get(url, stream=True, timeout=self._settings.timeout)
-        except requests.RequestException as exc:
-            raise unreachable("PBX recording download", exc) from None
+        response = self._send("recording/download", "GET", url, stream=True)
         if response.status_code >= 500:
             response.close()
             raise RetryLater(RetryKind.PROVIDER_UNAVAILABLE, f"PBX download answered HTTP {response.status_code}")
@@ -235,8 +242,9 @@ class PbxClient:
         raise RetryLater(RetryKind.LINK_EXPIRED, f"PBX refused {DOWNLOAD_TRIES} fresh CDR download links ({refused})")
 
     def _read_cdr(self, url: str) -> tuple[bytes, int]:
+        response = self._send("cdr/download", "GET", url, stream=True)
         try:
-            with self._http.get(url, stream=True, timeout=self._settings.timeout) as response:
+            with response:
                 if response.status_code >= 500:
                     raise RetryLater(
                         RetryKind.PROVIDER_UNAVAILABLE, f"PBX cdr/download answered HTTP {response.status_code}"
@@ -262,10 +270,7 @@ class PbxClient:
         url = self._settings.url(operation)
         if token is not None:
             url = f"{url}?{urlencode({'token': token}, quote_via=quote)}"
-        try:
-            response = self._http.post(url, json=dict(body), timeout=self._settings.timeout)
-        except requests.RequestException as exc:
-            raise unreachable(f"PBX {operation}", exc) from None
+        response = self._send(operation, "POST", url, json=dict(body))
         if response.status_code >= 500:
             raise RetryLater(RetryKind.PROVIDER_UNAVAILABLE, f"PBX {operation} answered HTTP {response.status_code}")
         if response.status_code == 404:
@@ -282,6 +287,17 @@ class PbxClient:
         if str(reply.get("status", "")).lower() == "success":
             return reply
         raise _failure(operation, str(reply.get("errno", "")))
+
+    def _send(self, operation: str, method: str, url: str, **options: Any) -> requests.Response:
+        """Every request to the PBX goes out here: one timeout, one transport error mapping, and
+        a redirect refused (the session follows none; a PBX that answers with one is misconfigured
+        or impersonated, and the request must not be repeated elsewhere)."""
+        try:
+            response = self._http.request(method, url, timeout=self._settings.timeout, **options)
+        except requests.RequestException as exc:
+            raise unreachable(f"PBX {operation}", exc) from None
+        refuse_redirect(f"PBX {operation}", response, hint="point base_url at the address the PBX API answers on")
+        return response
 
 
 def _looks_like_a_reply(content_type: str) -> bool:
