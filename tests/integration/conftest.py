@@ -57,6 +57,7 @@ def pbxs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pbx]]:
         "wrong-password-pbx": PbxSimulator(tz=ZONE, password="the-real-password"),
         "recon-pbx": PbxSimulator(tz=ZONE),
         "ops-pbx": PbxSimulator(tz=ZONE),
+        "redirect-pbx": PbxSimulator(tz=ZONE),
     }
     for simulator in simulators.values():
         simulator.start()
@@ -168,6 +169,7 @@ def stack(
         _source(pbxs["wrong-password-pbx"]),
         _source(pbxs["recon-pbx"]),
         _source(pbxs["ops-pbx"]),
+        _source(pbxs["redirect-pbx"]),
         *(source.document for source in alibaba.values()),
     ]
     sources_file = work / "sources.yaml"

@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
 from local.emulator.stack import LocalStack
+from tests.bystander import Bystander
 from tests.conftest import sample_event
 from tests.integration.conftest import Archive, Pbx, concurrently, pbx_job, post_report, wait_for
 
@@ -218,6 +220,55 @@ def test_bad_pbx_credentials_end_as_failed_with_the_reason(
     assert "rejected the API username or password" in item["reason"]
     # One login try, no storm of them: five failures would lock the PBX against our address.
     assert pbx.simulator.counters["logins_failed"] == failed_logins_before + 1
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[Bystander]:
+    """Where the PBX's redirects point: it must never hear from the stack."""
+    with Bystander() as server:
+        yield server
+
+
+def test_a_redirected_recording_download_fails_with_the_reason_and_fetches_nothing_elsewhere(
+    stack: LocalStack, archive: Archive, pbxs: dict[str, Pbx], elsewhere: Bystander
+) -> None:
+    pbx = pbxs["redirect-pbx"]
+    # Given a PBX that answers the download with a 302 to another server
+    call = pbx.simulator.place_call(duration_s=10, push=False)
+    pbx.simulator.set_fault("redirect", 1, endpoint="recording/download", status=302, location=elsewhere.base_url)
+
+    # When its report comes in
+    assert post_report(stack, pbx.source_id, call.report, token=pbx.token).status_code == 200
+
+    # Then the file ends FAILED at once, saying why, and nothing was fetched from the other server
+    [item] = archive.settled(pbx.source_id, call.callid)
+    assert item["status"] == "FAILED" and int(item["attempts"]) == 1
+    assert item["reason"] == (
+        "PBX recording/download answered 302 redirect to '127.0.0.1'; redirects are refused"
+        " (point base_url at the address the PBX API answers on)"
+    )
+    assert archive.versions(item["s3_key"]) == []
+    assert elsewhere.requests == []
+
+
+def test_a_redirected_login_fails_with_the_reason_and_sends_the_credentials_nowhere(
+    stack: LocalStack, archive: Archive, pbxs: dict[str, Pbx], elsewhere: Bystander
+) -> None:
+    pbx = pbxs["redirect-pbx"]
+    # Given a PBX whose token died, and whose next login is answered with a 307 elsewhere
+    call = pbx.simulator.place_call(duration_s=10, push=False)
+    pbx.simulator.expire_all_tokens()
+    pbx.simulator.set_fault("redirect", 1, endpoint="login", status=307, location=elsewhere.base_url)
+
+    # When a report makes the fetcher log in again
+    assert post_report(stack, pbx.source_id, call.report, token=pbx.token).status_code == 200
+
+    # Then the file ends FAILED, saying why, and the login (password hash, webhook token) went nowhere
+    [item] = archive.settled(pbx.source_id, call.callid)
+    assert item["status"] == "FAILED" and int(item["attempts"]) == 1
+    assert item["reason"].startswith("PBX login answered 307 redirect to '127.0.0.1'; redirects are refused")
+    assert pbx.simulator.faults_pending() == {}
+    assert elsewhere.requests == []
 
 
 def test_the_session_keeper_logs_in_again_when_the_token_died(stack: LocalStack, pbxs: dict[str, Pbx]) -> None:

@@ -463,6 +463,30 @@ def download_stream(
     )
 
 
+def test_fault_redirect_sends_any_operation_elsewhere_with_its_path_and_query(
+    sim: PbxSimulator, http: requests.Session
+) -> None:
+    call = sim.place_call(duration_s=1)
+    assert call.recording is not None
+    sim.set_fault("redirect", endpoint="login", status=307, location="http://127.0.0.1:9")
+    body = {"username": sim.username, "password": sim.password_md5}
+    moved = http.post(sim.url("login"), json=body, allow_redirects=False, timeout=5)
+    assert (moved.status_code, moved.headers["Location"]) == (307, "http://127.0.0.1:9/api/v0.0.1/login")
+    token = login(sim, http)  # one request only: the next login is answered
+    rnd = get_random(sim, http, token, call.recording)["random"]
+    sim.set_fault("redirect", location="https://files.example.com")  # recording/download, 302
+    moved = http.get(sim.url("recording/download"), params={"random": rnd}, allow_redirects=False, timeout=5)
+    assert (moved.status_code, moved.headers["Location"]) == (
+        302,
+        f"https://files.example.com/api/v0.0.1/recording/download?random={rnd}",
+    )
+    assert sim.counters["fault:redirect"] == 2 and sim.faults_pending() == {}
+    with pytest.raises(ValueError, match="status must be one of"):
+        sim.set_fault("redirect", status=200, location="http://127.0.0.1:9")
+    with pytest.raises(ValueError, match="location must look like"):
+        sim.set_fault("redirect", location="127.0.0.1:9/path")
+
+
 def test_fault_expire_random_and_tokens(sim: PbxSimulator, http: requests.Session) -> None:
     call = sim.place_call(duration_s=1)
     assert call.recording is not None
