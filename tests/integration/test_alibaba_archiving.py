@@ -18,6 +18,7 @@ from local.emulator.stack import LocalStack
 from local.simulation import with_token
 from local.simulators.ccc import CccCall, CccSimulator
 from local.simulators.dypls import DyplsSimulator
+from tests.bystander import Bystander
 from tests.integration.conftest import AlibabaSource, Archive, wait_for, webhook_url
 
 pytestmark = pytest.mark.integration
@@ -186,6 +187,40 @@ def test_a_dypls_recording_receipt_archives_the_mp3(
     assert item["status"] == "STORED" and item["sha256"] == call.sha256 and int(item["size"]) == call.size
     assert item["s3_key"].endswith(".mp3")
     assert simulator.counters.get("error:isv.RECORD_NOT_EXIST", 0) >= 1
+
+
+@pytest.mark.parametrize(
+    ("link", "reason"),
+    [
+        ("http://[127.0.0.1/rec.mp3", "provider returned a download link that cannot be parsed as a URL"),
+        (
+            "http://localhost:{port}/latest/meta-data/",
+            "provider returned a download link to host 'localhost', which the source does not allow (download_hosts)",
+        ),
+    ],
+)
+def test_a_dypls_link_the_guard_refuses_ends_failed_with_the_reason_not_in_the_dead_letter_queue(
+    stack: LocalStack, archive: Archive, alibaba: dict[str, AlibabaSource], link: str, reason: str
+) -> None:
+    source, simulator = dypls(alibaba, "dypls-pool")
+    call = simulator.place_call(duration_s=10, ready_after_s=0)
+    queries_before = simulator.counters.get("action:QueryRecordFileDownloadUrl", 0)
+    with Bystander() as elsewhere:
+        # Given Dyplsapi answering with a link that is no URL, or that leads where the source
+        # does not allow (its download_hosts name 127.0.0.1 only)
+        simulator.set_fault("download_url", url=link.format(port=elsewhere.port))
+
+        # When its recording receipt comes in
+        batch = [simulator.secret_recording(call)]
+        assert simulator.push_receipts(with_token(webhook_url(stack, source.source_id), source.token), batch).ok
+
+        # Then the job ends FAILED at once (one link asked for) with the reason in the ledger,
+        # and nothing was fetched
+        [item] = archive.settled(source.source_id, call.call_id)
+        assert item["status"] == "FAILED" and item["reason"] == reason
+        assert simulator.counters["action:QueryRecordFileDownloadUrl"] == queries_before + 1
+        assert elsewhere.requests == []
+    assert stack.client("sqs").receive_message(QueueUrl=stack.state["dlq_url"]).get("Messages", []) == []
 
 
 def test_a_dypls_call_past_the_retention_window_fails_explicitly(

@@ -826,6 +826,13 @@ def test_dypls_business_errors_come_with_http_200(dypls: DyplsSimulator) -> None
     assert (missing.status_code, missing.json()["Code"]) == (400, "MissingCallId")
 
 
+def test_dypls_can_answer_with_a_download_url_a_client_must_not_trust(dypls: DyplsSimulator) -> None:
+    call = dypls.place_call(duration_s=10)
+    dypls.set_fault("download_url", url="http://169.254.169.254/latest/meta-data/")
+    assert query_dypls(dypls, call)["DownloadUrl"] == "http://169.254.169.254/latest/meta-data/"
+    assert query_dypls(dypls, call)["DownloadUrl"].startswith(dypls.oss.base_url)
+
+
 def test_dypls_not_ready_unrecorded_and_too_old(dypls: DyplsSimulator) -> None:
     fresh = dypls.place_call(duration_s=5, ready_after_s=900)
     body = query_dypls(dypls, fresh)

@@ -16,7 +16,6 @@ from types import TracebackType
 from urllib.parse import urljoin, urlsplit
 
 import requests
-from urllib3.util import parse_url
 
 from callvault.errors import PermanentFailure, RetryKind, RetryLater
 
@@ -145,24 +144,6 @@ def _redirect_host(response: requests.Response) -> str:
     if not host:
         return "an unreadable Location"
     return repr(host[:100])
-
-
-def check_download_host(url: str, allowed_hosts: tuple[str, ...]) -> None:
-    """SSRF guard: a provider-supplied URL may only point at hosts the source allows.
-
-    An entry ``.example.com`` allows any subdomain; other entries must match exactly.
-    """
-    parts = urlsplit(url)
-    # Parse as requests (urllib3) will, and refuse what parsers disagree on: user info and
-    # backslashes ("http://evil\\@x.aliyuncs.com/" is x.aliyuncs.com to one, evil to the other).
-    host = (parse_url(url).host or "").lower()
-    if parts.scheme not in ("http", "https") or not host or "@" in parts.netloc or "\\" in url:
-        raise PermanentFailure("provider returned a download link that is not a plain http(s) URL")
-    for allowed in allowed_hosts:
-        allowed = allowed.lower()
-        if host == allowed or (allowed.startswith(".") and host.endswith(allowed)):
-            return
-    raise PermanentFailure(f"provider returned a download link to host {host!r}, which the source does not allow")
 
 
 def redact_url(url: str) -> str:

@@ -1,8 +1,9 @@
 """Downloading a provider-signed object-storage URL (Alibaba OSS links from CCC and Dypls).
 
 The link is a bearer credential: it is checked against the source's allowed hosts (SSRF
-guard), never logged whole, and opened only right before streaming. OSS answers an expired
-link with HTTP 403 and an XML error whose Code is AccessDenied ("Request has expired").
+guard, ``callvault.download_hosts``), never logged whole, opened only right before streaming,
+and a redirect from it is refused. OSS answers an expired link with HTTP 403 and an XML error
+whose Code is AccessDenied ("Request has expired").
 """
 
 from __future__ import annotations
@@ -14,15 +15,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
+from callvault.download_hosts import DownloadHosts
 from callvault.errors import RetryKind, RetryLater
-from callvault.http import (
-    CONNECT_TIMEOUT,
-    ResponseStream,
-    check_download_host,
-    redact_url,
-    refuse_redirect,
-    unreachable,
-)
+from callvault.http import CONNECT_TIMEOUT, ResponseStream, redact_url, refuse_redirect, unreachable
 
 MAX_ERROR_BODY = 16 * 1024
 XML_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
@@ -30,14 +25,15 @@ XML_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 
 @contextmanager
 def open_signed_url(
-    http: requests.Session, url: str, *, allowed_hosts: tuple[str, ...], read_timeout: float
+    http: requests.Session, url: str, *, hosts: DownloadHosts, read_timeout: float
 ) -> Iterator[ResponseStream]:
-    """Open ``url`` for streaming; failures become retryable errors with a readable reason."""
-    check_download_host(url, allowed_hosts)
+    """Open ``url`` for streaming; a link the source does not allow, or a redirect, is a
+    permanent failure, other failures are retryable; every reason is readable."""
+    hosts.check(url)
     url = _over_tls(url)
     where = redact_url(url)
     try:
-        # No redirects: a redirect could lead past the host check above.
+        # No redirects (HttpClients' sessions follow none either): one could lead past the host check.
         response = http.get(url, stream=True, timeout=(CONNECT_TIMEOUT, read_timeout), allow_redirects=False)
     except requests.RequestException as exc:
         raise unreachable(f"download from {where}", exc) from None

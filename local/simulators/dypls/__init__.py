@@ -18,8 +18,9 @@ vendor's error list):
   instead answers ``OK`` without ``DownloadUrl`` while the file is being generated;
 * the same code with message "录音文件已过期" for calls older than ``retention_days``;
 * faults: ``flow_limit`` (``isv.FLOW_LIMIT``), ``system_error`` (``isp.SYSTEM_ERROR``),
-  ``business_error`` (any ``code``/``message``), plus the gateway's ``throttle``,
-  ``error_5xx`` and ``expire_url``.
+  ``business_error`` (any ``code``/``message``), ``download_url`` (a ready recording's
+  ``DownloadUrl`` is ``url`` instead of a signed link: a reply a client must not trust), plus
+  the gateway's ``throttle``, ``error_5xx`` and ``expire_url``.
 
 Receipts (:meth:`DyplsSimulator.push_receipts`): one POST whose body is a JSON **array** of
 records; the push counts as delivered only on HTTP 200 within ``ack_timeout_s`` (700 ms)
@@ -160,12 +161,14 @@ class DyplsSimulator(AliyunRpcSimulator):
         "flow_limit",
         "system_error",
         "business_error",
+        "download_url",
     )
     FAULT_PARAMS: ClassVar[Mapping[str, frozenset[str]]] = {
         **AliyunRpcSimulator.FAULT_PARAMS,
         "flow_limit": frozenset({"action"}),
         "system_error": frozenset({"action"}),
         "business_error": frozenset({"code", "message", "action"}),
+        "download_url": frozenset({"url", "action"}),
     }
     THREAD_NAME: ClassVar[str] = "dypls-sim"
 
@@ -463,6 +466,9 @@ class DyplsSimulator(AliyunRpcSimulator):
                 return {"Code": "OK", "Message": "OK", "RequestId": ctx.request_id}
             return self._business(ctx, self.not_ready_code, "录音文件尚未生成")
         url = self.oss.sign_url(_BUCKET, call.key, self._expires(self.url_ttl_s, ctx.action))
+        odd = self._action_fault("download_url", ctx.action)
+        if odd is not None:
+            url = str(odd["url"])
         return {"Message": "OK", "RequestId": ctx.request_id, "DownloadUrl": url, "Code": "OK"}
 
 

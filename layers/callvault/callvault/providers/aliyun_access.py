@@ -1,7 +1,8 @@
 """What every Alibaba Cloud source (CCC, Dyplsapi) says about reaching its API.
 
 Shared by the providers that speak the RPC API: access key (optionally STS), endpoint, region,
-the hosts their signed download links may point at, and the read timeout.
+the hosts their signed download links may point at (``callvault.download_hosts``), and the
+read timeout.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from callvault.download_hosts import DownloadHosts, parse_download_hosts
 from callvault.errors import ConfigError
 from callvault.http import DEFAULT_READ_TIMEOUT, ResponseStream
 from callvault.providers.alibaba_rpc import AlibabaRpcClient, RpcCredentials
@@ -28,6 +30,7 @@ ACCESS_FIELDS = frozenset(
         "endpoint",
         "region",
         "download_hosts",
+        "allow_private_network",
         "read_timeout_seconds",
     }
 )
@@ -40,7 +43,7 @@ class RpcAccess:
     endpoint: str
     credentials: RpcCredentials
     region: str | None
-    download_hosts: tuple[str, ...]
+    download_hosts: DownloadHosts
     read_timeout_seconds: float
 
     def client(self, version: str, http: requests.Session) -> AlibabaRpcClient:
@@ -55,7 +58,7 @@ class RpcAccess:
 
     def open_link(self, http: requests.Session, url: str) -> AbstractContextManager[ResponseStream]:
         """Open a signed recording link of this source (host-checked, streamed)."""
-        return open_signed_url(http, url, allowed_hosts=self.download_hosts, read_timeout=self.read_timeout_seconds)
+        return open_signed_url(http, url, hosts=self.download_hosts, read_timeout=self.read_timeout_seconds)
 
 
 def parse_rpc_access(raw: Mapping[str, Any], *, where: str, default_endpoint: str) -> RpcAccess:
@@ -69,14 +72,12 @@ def parse_rpc_access(raw: Mapping[str, Any], *, where: str, default_endpoint: st
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
         raise ConfigError(f"{where}: endpoint must look like https://ccc.cn-shanghai.aliyuncs.com, got {endpoint!r}")
-    hosts = raw.get("download_hosts", list(DEFAULT_DOWNLOAD_HOSTS))
-    if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) and h for h in hosts):
-        raise ConfigError(f"{where}: download_hosts must be a list of host names ('.example.com' allows subdomains)")
+    download_hosts = parse_download_hosts(raw, DEFAULT_DOWNLOAD_HOSTS, where=where)
     read_timeout = number(raw, "read_timeout_seconds", DEFAULT_READ_TIMEOUT, where, low=1, high=120)
     return RpcAccess(
         endpoint=endpoint,
         credentials=RpcCredentials(access_key_id=key_id, access_key_secret=secret, security_token=token),
         region=region,
-        download_hosts=tuple(h.lower() for h in hosts),
+        download_hosts=download_hosts,
         read_timeout_seconds=read_timeout,
     )

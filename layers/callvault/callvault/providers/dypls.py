@@ -27,9 +27,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+from callvault.download_hosts import parse_link
 from callvault.errors import BadRequest
 from callvault.models import WHOLE_CALL, FetchJob
 from callvault.observability import logger
@@ -189,7 +189,8 @@ class DyplsProvider:
                 raise RpcError("isv.RECORD_NOT_EXIST", "answered OK without DownloadUrl", http_status=200)
         except RpcError as error:
             raise classify(error, not_ready=NOT_READY_CODES, permanent_hints=PERMANENT_HINTS) from None
-        file_name = urlsplit(url).path.rsplit("/", 1)[-1] or f"{job.call_id}.mp3"
+        # Parsed now: a link no parser can read ends the job FAILED here, with the reason.
+        file_name = parse_link(url).file_name or f"{job.call_id}.mp3"
         return [PendingDownload(file_name, partial(access.open_link, http, url))]
 
 
