@@ -44,6 +44,10 @@ class PayloadTooLarge(RequestRejected):
     status_code = 413
 
 
+class UnsupportedMediaType(RequestRejected):
+    status_code = 415
+
+
 class RetryKind(str, Enum):
     """Why a fetch should be tried again later; each kind has its own backoff."""
 

@@ -2,8 +2,10 @@
 
 Order of checks: unknown source (404), oversized body (413), source address not allowed
 (403), missing token (401), wrong token (403), then, for sources with a signing secret, missing
-signature (401) or a wrong or stale one (403), and last a malformed event (400). Any rejection
-enqueues nothing. The provider is never called here: its deadline is short (Dypls: 700 ms).
+signature (401) or a wrong or stale one (403), and last the body: not JSON by its
+Content-Type (415), too many events (413), malformed or hostile (400; see providers/events.py).
+Any rejection enqueues nothing. The provider is never
+called here: its deadline is short (Dypls: 700 ms).
 
 Signature scheme (for integrators forwarding events, e.g. CCC softphone callbacks):
 ``X-Callvault-Timestamp: <unix seconds>`` and
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 
 from callvault.errors import Forbidden, PayloadTooLarge, Unauthorized
@@ -27,12 +30,19 @@ TOKEN_HEADER = "x-webhook-token"  # noqa: S105 - a header name, not a secret
 TIMESTAMP_HEADER = "x-callvault-timestamp"
 SIGNATURE_HEADER = "x-callvault-signature"
 SIGNATURE_WINDOW = 300
+# Unix seconds in ASCII digits: str.isdigit() also takes "²" or Arabic-Indic digits.
+UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
     """The ``X-Callvault-Signature`` value for a body sent at ``timestamp``."""
     digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     return f"v1={digest}"
+
+
+def _same(presented: str, expected: str) -> bool:
+    """Constant-time comparison of header or query text, whatever characters it holds."""
+    return hmac.compare_digest(presented.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
 
 
 def verify_signature(secret: str, request: InboundRequest, now: float) -> None:
@@ -42,9 +52,11 @@ def verify_signature(secret: str, request: InboundRequest, now: float) -> None:
         raise Unauthorized(
             "missing X-Callvault-Timestamp or X-Callvault-Signature (this source requires signed events)"
         )
-    if not timestamp.isdigit() or abs(now - int(timestamp)) > SIGNATURE_WINDOW:
+    if not UNIX_SECONDS.fullmatch(timestamp):
+        raise Forbidden("X-Callvault-Timestamp must be unix seconds in ASCII digits")
+    if abs(now - int(timestamp)) > SIGNATURE_WINDOW:
         raise Forbidden(f"X-Callvault-Timestamp is not within {SIGNATURE_WINDOW} s of the current time")
-    if not hmac.compare_digest(presented.encode(), signature(secret, timestamp, request.body).encode()):
+    if not _same(presented, signature(secret, timestamp, request.body)):
         raise Forbidden("wrong X-Callvault-Signature")
 
 
@@ -56,7 +68,7 @@ def authenticate(source: Source, request: InboundRequest) -> None:
     presented = request.headers.get(TOKEN_HEADER) or request.query.get("token")
     if not presented:
         raise Unauthorized("missing source token (header X-Webhook-Token or query parameter token)")
-    if not hmac.compare_digest(presented.encode(), source.webhook_token.encode()):
+    if not _same(presented, source.webhook_token):
         raise Forbidden("wrong source token")
     if source.webhook_signing_secret:
         verify_signature(source.webhook_signing_secret, request, time.time())
@@ -69,8 +81,15 @@ def receive(request: InboundRequest, sources: SourceDirectory, queue: JobQueue) 
     reply = source.provider.parse_webhook(source, request)
     if reply.jobs:
         queue.enqueue(reply.jobs)
+    if reply.rejected:
+        logger.error("webhook events rejected", extra={"source_id": source.id, "rejected": reply.rejected})
     logger.info(
         "webhook accepted",
-        extra={"source_id": source.id, "jobs": len(reply.jobs), "skipped": reply.skipped},
+        extra={
+            "source_id": source.id,
+            "jobs": len(reply.jobs),
+            "skipped": reply.skipped,
+            "rejected": len(reply.rejected),
+        },
     )
     return reply
