@@ -9,6 +9,7 @@ against the local stack in tests/integration/test_hostile_input.py.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +20,11 @@ from callvault.errors import RequestRejected, SourceNotFound
 from callvault.models import FetchJob
 from callvault.providers.events import MAX_EVENTS_PER_REQUEST, MAX_ID_LENGTH, MAX_JSON_DEPTH
 from callvault.providers.interface import InboundRequest, Source
+from callvault.signed_deliveries import SignedDeliveries
 from callvault.sources import parse_source
-from callvault.webhook import receive, signature
+from callvault.webhook import SIGNATURE_WINDOW, receive, signature
 from tests.conftest import ccc_source_document, dypls_source_document, pbx_source_document, sample_event
+from tests.fakes import FakeTable
 
 SECRET = "forwarder-signing-secret-42"
 PBX = parse_source(pbx_source_document(retention_days=30))
@@ -31,7 +34,7 @@ POOL = parse_source(dypls_source_document())
 RECEIVED = {"code": 0, "msg": "接收成功"}
 # Recording receipts with call times from 2019: plausible, and old enough to be in every past.
 GOOD_RECEIPT = sample_event("dypls/receipts-mixed.json")[0]
-YEAR_9999_MS = 253_402_214_399_000  # 9999-12-31 23:59:59 UTC
+YEAR_9999_MS = 253_402_214_399_000  # 9999-12-31 07:59:59 in Beijing
 
 
 @dataclass
@@ -69,6 +72,7 @@ def post(
     *,
     headers: dict[str, str] | None = None,
     queue: Queue | None = None,
+    table: FakeTable | None = None,
     source_id: str | None = None,
 ) -> Answer:
     """One webhook call with the source's token, answered as the handler answers it."""
@@ -81,8 +85,9 @@ def post(
         query={},
         source_ip="203.0.113.7",
     )
+    deliveries = SignedDeliveries(table if table is not None else FakeTable(), SIGNATURE_WINDOW)
     try:
-        reply = receive(inbound, Sources(), queue)  # type: ignore[arg-type]
+        reply = receive(inbound, Sources(), queue, deliveries)  # type: ignore[arg-type]
     except RequestRejected as rejected:
         return Answer(rejected.status_code, {"error": rejected.message}, queue.jobs)
     return Answer(reply.status_code, reply.body, queue.jobs)
@@ -302,7 +307,7 @@ def test_a_call_time_centuries_away_is_a_400_not_an_overflow(source: Source, eve
     refused(post(source, event), 400, "not a plausible")
 
 
-# -- signed CCC events ------------------------------------------------------------------
+# -- signed CCC deliveries ------------------------------------------------------------------
 
 
 def test_a_timestamp_header_with_non_ascii_digits_is_a_403() -> None:
@@ -312,3 +317,62 @@ def test_a_timestamp_header_with_non_ascii_digits_is_a_403() -> None:
     for stamp in ("²" * 10, arabic_indic_now, "1" * 5000):
         answer = post(SIGNED_CCC, body, headers=signed(body, stamp))
         refused(answer, 403, "X-Callvault-Timestamp must be unix seconds in ASCII digits")
+
+
+def test_an_exact_replay_of_a_signed_event_is_refused_the_second_time() -> None:
+    table = FakeTable()
+    body = json.dumps({"contactId": "1272014011", "callTime": 1562556442750}).encode()
+    headers = signed(body)
+
+    first = post(SIGNED_CCC, body, headers=headers, table=table)
+    replay = post(SIGNED_CCC, body, headers=headers, table=table)
+
+    assert first.status == 200 and len(first.enqueued) == 1
+    refused(replay, 409, "received before", "exact replay")
+    # Remembered until its signature has expired anyway, then DynamoDB's TTL removes it.
+    [delivery] = table.items.values()
+    assert delivery["expires_at"] == int(headers["x-callvault-timestamp"]) + SIGNATURE_WINDOW + 60
+
+
+def test_two_identical_signed_deliveries_at_once_pass_once() -> None:
+    table, queue = FakeTable(), Queue()
+    body = json.dumps({"contactId": "1272014011"}).encode()
+    headers = signed(body)
+    barrier = threading.Barrier(2)
+    statuses: list[int] = []
+
+    def deliver() -> None:
+        barrier.wait()
+        statuses.append(post(SIGNED_CCC, body, headers=headers, table=table, queue=queue).status)
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(statuses) == [200, 409] and len(queue.jobs) == 1
+
+
+def test_the_same_event_signed_anew_is_a_new_delivery() -> None:
+    table = FakeTable()
+    body = json.dumps({"contactId": "1272014011"}).encode()
+    now = int(time.time())
+
+    first = post(SIGNED_CCC, body, headers=signed(body, str(now)), table=table)
+    again = post(SIGNED_CCC, body, headers=signed(body, str(now - 1)), table=table)
+
+    assert (first.status, again.status) == (200, 200)
+
+
+def test_a_delivery_that_could_not_be_enqueued_is_forgotten_so_its_retry_passes() -> None:
+    table = FakeTable()
+    body = json.dumps({"contactId": "1272014011"}).encode()
+    headers = signed(body)
+
+    with pytest.raises(RuntimeError, match="fetch queue refused"):  # a 500: the sender retries
+        post(SIGNED_CCC, body, headers=headers, table=table, queue=Queue(broken=True))
+    assert table.items == {}
+    retry = post(SIGNED_CCC, body, headers=headers, table=table)
+
+    assert retry.status == 200 and len(retry.enqueued) == 1

@@ -40,6 +40,12 @@ class SourceNotFound(RequestRejected):
     status_code = 404
 
 
+class Conflict(RequestRejected):
+    """The request repeats one already received (a replayed signed delivery)."""
+
+    status_code = 409
+
+
 class PayloadTooLarge(RequestRejected):
     status_code = 413
 
