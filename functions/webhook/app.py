@@ -15,18 +15,20 @@ from callvault.errors import RequestRejected
 from callvault.jobs import JobQueue
 from callvault.observability import logger
 from callvault.providers.interface import InboundRequest
+from callvault.signed_deliveries import SignedDeliveries
 from callvault.sources import SourceDirectory
-from callvault.webhook import receive
+from callvault.webhook import SIGNATURE_WINDOW, receive
 
 app = APIGatewayHttpResolver()
 
 
 @lru_cache(maxsize=1)
-def _dependencies() -> tuple[SourceDirectory, JobQueue]:
+def _dependencies() -> tuple[SourceDirectory, JobQueue, SignedDeliveries]:
     config = settings()
     return (
         SourceDirectory(boto3.client("secretsmanager"), config.sources_secret_prefix),
         JobQueue(boto3.client("sqs"), config.fetch_queue_url),
+        SignedDeliveries(boto3.resource("dynamodb").Table(config.ledger_table), SIGNATURE_WINDOW),
     )
 
 
@@ -42,8 +44,8 @@ def post_event(source_id: str) -> Response:
         query=dict(event.query_string_parameters or {}),
         source_ip=event.request_context.http.source_ip,
     )
-    sources, queue = _dependencies()
-    reply = receive(request, sources, queue)
+    sources, queue, deliveries = _dependencies()
+    reply = receive(request, sources, queue, deliveries)
     return Response(status_code=reply.status_code, content_type=content_types.APPLICATION_JSON, body=reply.body)
 
 

@@ -105,6 +105,8 @@ class AlibabaSource:
 
 
 ACCESS = {"LTAI-it-key": "it-secret"}
+# The forwarder of the "ccc-signed" source signs its events (docs/sources.md).
+SIGNING_SECRET = "ccc-signed-forwarder-secret-42"
 # A source whose provider is down for good: its webhook must still answer at once.
 OFFLINE_ENDPOINT = "http://127.0.0.1:9"
 
@@ -130,6 +132,7 @@ def alibaba() -> Iterator[dict[str, AlibabaSource]]:
             {"api_version": "2020-07-01", "reconcile_recordings": ["mono", "multichannel"]},
         ),
         "recon-dypls": (DyplsSimulator(credentials=ACCESS, pool_keys={"FC777777"}), {}),
+        "ccc-signed": (CccSimulator(instance_id="inst-signed", credentials=ACCESS), {"api_version": "2017-07-05"}),
     }
     sources = {}
     for source_id, (simulator, extra) in simulators.items():
@@ -148,6 +151,8 @@ def alibaba() -> Iterator[dict[str, AlibabaSource]]:
         document["reconcile"] = RECONCILE if source_id in RECONCILED else NO_RECONCILE
         if source_id == "recon-dypls":
             document["reconcile"] = {"wait_for_push": "2s"}  # the grace for a recording receipt
+        if source_id == "ccc-signed":
+            document["webhook_signing_secret"] = SIGNING_SECRET
         sources[source_id] = AlibabaSource(source_id, token, simulator, document)
     yield sources
     for simulator, _ in simulators.values():

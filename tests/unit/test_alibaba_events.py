@@ -123,7 +123,9 @@ def test_one_bad_dypls_record_does_not_hold_back_the_good_ones() -> None:
 
     reply = DYPLS.parse_webhook(POOL, request_with(POOL, records))
 
-    assert len(reply.jobs) == 1 and reply.skipped == 1
+    assert len(reply.jobs) == 1 and reply.skipped == 0
+    assert reply.rejected == ["record 0: record has no call_id"]
+    assert reply.body == {"code": 0, "msg": "接收成功", "rejected": ["record 0: record has no call_id"]}
 
 
 @pytest.mark.parametrize(

@@ -44,12 +44,20 @@ def test_calls_without_recording_and_other_events_are_acknowledged_and_skipped()
         assert reply.jobs == [] and reply.skipped == 1 and reply.status_code == 200
 
 
-def test_numbers_instead_of_strings_are_tolerated() -> None:
-    report = sample_event("pbx/newcdr.json") | {"callid": 1588641695.1772, "callduraction": 125}
+def test_whole_numbers_instead_of_strings_are_tolerated() -> None:
+    report = sample_event("pbx/newcdr.json") | {"callid": 1588641695, "callduraction": 125}
 
     [job] = PROVIDER.parse_webhook(SOURCE, request_with(report)).jobs
 
-    assert job.call_id == "1588641695.1772"
+    assert job.call_id == "1588641695" and job.details["callduraction"] == "125"
+
+
+def test_a_call_id_sent_as_a_float_is_refused_rather_than_rounded() -> None:
+    # 1588641695.1770 arrives as 1588641695.177: another call's id, or one no CDR row names.
+    report = sample_event("pbx/newcdr.json") | {"callid": 1588641695.1770}
+
+    with pytest.raises(BadRequest, match="an id cannot be a float"):
+        PROVIDER.parse_webhook(SOURCE, request_with(report))
 
 
 def test_a_recording_reported_with_a_path_is_filed_under_its_file_name() -> None:

@@ -41,6 +41,7 @@ def test_webhook_allowlist_accepts_addresses_and_ranges() -> None:
     ("change", "message"),
     [
         ({"id": "Office PBX"}, "id must match"),
+        ({"id": "office-pbx\n"}, "id must match"),
         ({"provider": "asterisk"}, "unknown provider"),
         ({"webhook_token": "short"}, "webhook_token"),
         ({"timezone": "Mars/Base"}, "timezone"),

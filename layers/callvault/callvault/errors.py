@@ -40,8 +40,18 @@ class SourceNotFound(RequestRejected):
     status_code = 404
 
 
+class Conflict(RequestRejected):
+    """The request repeats one already received (a replayed signed delivery)."""
+
+    status_code = 409
+
+
 class PayloadTooLarge(RequestRejected):
     status_code = 413
+
+
+class UnsupportedMediaType(RequestRejected):
+    status_code = 415
 
 
 class RetryKind(str, Enum):

@@ -24,6 +24,7 @@ from callvault.providers.registry import provider_named
 from callvault.timefmt import parse_duration
 from callvault.validation import boolean, reject_unknown, section, whole_number
 
+# fullmatch, not match: "$" would also match before a trailing newline ("pbx-1\n" from %0A).
 SOURCE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MIN_TOKEN_LENGTH = 16
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
@@ -75,7 +76,7 @@ def parse_source(raw: Any, *, where: str = "source") -> Source:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: must be a mapping, got {type(raw).__name__}")
     source_id = raw.get("id")
-    if not isinstance(source_id, str) or not SOURCE_ID.match(source_id):
+    if not isinstance(source_id, str) or not SOURCE_ID.fullmatch(source_id):
         raise ConfigError(f"{where}: id must match {SOURCE_ID.pattern}, got {source_id!r}")
     where = f"source {source_id!r}"
     provider_name = raw.get("provider")
@@ -147,7 +148,7 @@ class SourceDirectory:
 
     def get(self, source_id: str) -> Source:
         """The source with this id, or ``SourceNotFound``; a malformed secret is a ConfigError."""
-        if not SOURCE_ID.match(source_id):
+        if not SOURCE_ID.fullmatch(source_id):
             raise SourceNotFound(f"unknown source {source_id!r}")
         cached = self._cache.get(source_id)
         now = time.monotonic()

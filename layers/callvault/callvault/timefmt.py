@@ -9,6 +9,12 @@ from zoneinfo import ZoneInfo
 WALL_CLOCK = "%Y-%m-%d %H:%M:%S"
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# When a call can have happened: no provider keeps a recording for years (30 days at most), so
+# a time outside this span is a broken clock or a hostile report, never a call to archive;
+# a day of slack ahead covers a provider clock or time zone set wrong. Checking it up front
+# also keeps date arithmetic (call time + retention) away from year 9999.
+EARLIEST_CALL = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_CALL_AHEAD = timedelta(days=1)
 
 
 def parse_wall_clock(value: str, zone: ZoneInfo) -> datetime:
@@ -18,6 +24,17 @@ def parse_wall_clock(value: str, zone: ZoneInfo) -> datetime:
     except (AttributeError, ValueError):
         raise ValueError(f"time {value!r} is not 'yyyy-mm-dd hh:mm:ss'") from None
     return naive.replace(tzinfo=zone)
+
+
+def plausible_call_time(moment: datetime) -> datetime:
+    """``moment`` if a call can have happened then (from 2000 to a day ahead of our clock);
+    raises ValueError saying why not."""
+    if not EARLIEST_CALL <= moment <= utc_now() + LATEST_CALL_AHEAD:
+        raise ValueError(
+            f"{moment.isoformat(timespec='seconds')} is not a plausible call time"
+            " (accepted: from 2000 to a day ahead of now)"
+        )
+    return moment
 
 
 def format_wall_clock(moment: datetime, zone: ZoneInfo) -> str:

@@ -14,6 +14,7 @@ not-ready window that means "try again later", after it the recording is reporte
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,7 @@ from callvault.errors import BadRequest, ConfigError, FetchError, PermanentFailu
 from callvault.models import WHOLE_CALL, FetchJob
 from callvault.providers.alibaba_rpc import AlibabaRpcClient, RpcError, classify, strip_url_quotes
 from callvault.providers.aliyun_access import ACCESS_FIELDS, RpcAccess, parse_rpc_access
-from callvault.providers.events import first_text, jobs_from_events, json_events
+from callvault.providers.events import event_file_name, event_id, first_text, jobs_from_events, json_events
 from callvault.providers.interface import (
     CallListing,
     InboundRequest,
@@ -35,7 +36,7 @@ from callvault.providers.interface import (
     TimeWindow,
     WebhookReply,
 )
-from callvault.timefmt import iso, utc_now
+from callvault.timefmt import iso, plausible_call_time, utc_now
 from callvault.validation import reject_unknown, text, whole_number
 
 API_2017 = "2017-07-05"
@@ -59,6 +60,8 @@ MAX_LIST_WINDOW = timedelta(days=7)
 # Safety stop for a reply whose paging never ends (a million records of one window).
 MAX_PAGES = 10_000
 RECORDING_KINDS = tuple(ACTIONS_2020)
+# An event time given as a number (epoch seconds or milliseconds), as text or as JSON.
+EPOCH = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -96,21 +99,26 @@ def _parse_settings(raw: Mapping[str, Any], *, where: str) -> CccSettings:
 
 def _event_time(event: Mapping[str, Any], source: Source) -> datetime:
     """When the call happened: epoch ms / s, or ISO 8601; absent → now (filed under today)."""
-    raw = event.get("callTime", event.get("startTime", event.get("eventTime")))
-    if raw in (None, ""):
+    text = first_text(event, "callTime", "startTime", "eventTime")
+    if not text:
         return utc_now().astimezone(source.timezone)
-    if isinstance(raw, int | float) or (isinstance(raw, str) and raw.strip().isdigit()):
-        number = float(raw)
+    if EPOCH.fullmatch(text):
+        number = float(text)
         seconds = number / 1000 if number > 10**11 else number  # epoch ms as the SDK gives it
         try:
-            return datetime.fromtimestamp(seconds, source.timezone)
+            moment = datetime.fromtimestamp(seconds, source.timezone)
         except (OverflowError, OSError, ValueError):
-            raise BadRequest(f"event time {raw!r} is not a plausible epoch time") from None
+            raise BadRequest(f"event time {text[:40]!r} is not a plausible epoch time") from None
+    else:
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise BadRequest(f"event time {text[:40]!r} is neither epoch milliseconds nor ISO 8601") from None
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=source.timezone)
     try:
-        moment = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequest(f"event time {raw!r} is neither epoch milliseconds nor ISO 8601") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=source.timezone)).astimezone(source.timezone)
+        return plausible_call_time(moment).astimezone(source.timezone)  # checked first: no year 10000
+    except ValueError as exc:
+        raise BadRequest(f"event time: {exc}") from None
 
 
 class CccProvider:
@@ -122,13 +130,13 @@ class CccProvider:
         return _parse_settings(raw, where=where)
 
     def parse_webhook(self, source: Source, request: InboundRequest) -> WebhookReply:
-        events = json_events(request.body, "a JSON object (one event) or a list of them")
+        events = json_events(request, "a JSON object (one event) or a list of them")
         found = jobs_from_events(events, lambda event: self._job_from_event(source, event))
         return WebhookReply(jobs=found.jobs, body={**ACCEPTED, "jobs": len(found.jobs)}, skipped=found.skipped)
 
     def _job_from_event(self, source: Source, event: Mapping[str, Any]) -> FetchJob | None:
         settings: CccSettings = source.settings
-        instance = first_text(event, "instanceId", "InstanceId", "instance_id")
+        instance = event_id(event, "instanceId", "InstanceId", "instance_id")
         if instance and instance != settings.instance_id:
             raise BadRequest(f"event is for instance {instance!r}, this source is {settings.instance_id!r}")
         event_type = first_text(event, "eventType", "EventType", "event_type").lower()
@@ -141,10 +149,10 @@ class CccProvider:
                 raise BadRequest(f"{event_type!r} is a 2020-07-01 event, this source speaks {settings.api_version}")
             kind = RECORDING_EVENTS[event_type]
             selector, locator["recording"] = f"{WHOLE_CALL}{kind}", kind
-        contact_id = first_text(event, "contactId", "ContactId", "contact_id")
+        contact_id = event_id(event, "contactId", "ContactId", "contact_id")
         if not contact_id:
             raise BadRequest("event has no contactId")
-        file_name = first_text(event, "fileName", "FileName", "file_name")
+        file_name = event_file_name(event, "fileName", "FileName", "file_name")
         if file_name and not event_type:
             locator["file_name"] = file_name
         locator["contact_id"] = contact_id
@@ -237,7 +245,11 @@ class CccProvider:
     def _add_record(self, listing: CallListing, source: Source, record: Mapping[str, Any], window: TimeWindow) -> None:
         settings: CccSettings = source.settings
         listing.calls += 1
-        contact_id = first_text(record, "ContactId")
+        try:
+            contact_id = event_id(record, "ContactId")
+        except BadRequest as exc:
+            listing.problems.append(f"record skipped: {exc.message}")
+            return
         started = record.get("StartTime")
         if not contact_id or isinstance(started, bool) or not isinstance(started, int | str):
             listing.problems.append(f"record without ContactId or StartTime: {sorted(record)}")

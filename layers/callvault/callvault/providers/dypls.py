@@ -22,6 +22,7 @@ older doc says 14): past ``retention_days`` a job fails explicitly instead of re
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -32,10 +33,9 @@ from zoneinfo import ZoneInfo
 from callvault.download_hosts import parse_link
 from callvault.errors import BadRequest
 from callvault.models import WHOLE_CALL, FetchJob
-from callvault.observability import logger
 from callvault.providers.alibaba_rpc import RpcError, classify, strip_url_quotes
 from callvault.providers.aliyun_access import ACCESS_FIELDS, RpcAccess, parse_rpc_access
-from callvault.providers.events import first_text, jobs_from_events, json_events
+from callvault.providers.events import event_id, first_text, jobs_from_events, json_events
 from callvault.providers.interface import (
     InboundRequest,
     PendingDownload,
@@ -44,7 +44,7 @@ from callvault.providers.interface import (
     Source,
     WebhookReply,
 )
-from callvault.timefmt import format_wall_clock, iso, parse_wall_clock, utc_now
+from callvault.timefmt import format_wall_clock, iso, parse_wall_clock, plausible_call_time, utc_now
 from callvault.validation import boolean, optional_text, reject_unknown
 
 API_VERSION = "2017-05-25"
@@ -55,6 +55,8 @@ RECEIVED = {"code": 0, "msg": "接收成功"}
 # Fields only a call-ended report (SecretReport) carries; a recording receipt has none of them.
 REPORT_FIELDS = frozenset({"release_time", "release_dir", "release_cause", "start_time", "phone_no", "secret_no"})
 NOT_READY_CODES = frozenset({"isv.RECORD_NOT_EXIST", "isv.RECORD_FILE_NOT_EXIST", "isv.NO_RECORD_FILE"})
+# call_time of a recording receipt: epoch milliseconds, as a JSON number or as text.
+EPOCH_MS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 PERMANENT_HINTS = {
     "isv.POOLKEY_NOT_EXISTS": "the pool key does not exist: check the source's pool_key",
     "isv.OUT_OF_SERVICE": "the account is out of service (overdue payment?)",
@@ -81,16 +83,20 @@ def _parse_settings(raw: Mapping[str, Any], *, where: str) -> DyplsSettings:
     )
 
 
-def _call_time(raw: Any) -> datetime:
-    """Recording receipts give epoch milliseconds, call reports Beijing wall-clock text."""
-    if isinstance(raw, bool):
-        raise ValueError(f"call_time {raw!r} is not a time")
-    if isinstance(raw, int | float) or (isinstance(raw, str) and raw.strip().isdigit()):
+def _call_time(record: Mapping[str, Any]) -> datetime:
+    """Recording receipts give epoch milliseconds, call reports Beijing wall-clock text; either
+    must be a time a call can have had (year 9999 is a rejected record, not an overflow)."""
+    text = first_text(record, "call_time")
+    if not text:
+        raise ValueError("the record has none")
+    if EPOCH_MS.fullmatch(text):
         try:
-            return datetime.fromtimestamp(float(raw) / 1000, BEIJING)
+            moment = datetime.fromtimestamp(float(text) / 1000, BEIJING)
         except (OverflowError, OSError, ValueError):
-            raise ValueError(f"call_time {raw!r} is not a plausible epoch in milliseconds") from None
-    return parse_wall_clock(str(raw), BEIJING)
+            raise ValueError(f"{text[:40]} is not a plausible epoch in milliseconds") from None
+    else:
+        moment = parse_wall_clock(text, BEIJING)
+    return plausible_call_time(moment)
 
 
 def _unanswered(record: Mapping[str, Any]) -> str | None:
@@ -117,15 +123,17 @@ class DyplsProvider:
         return _parse_settings(raw, where=where)
 
     def parse_webhook(self, source: Source, request: InboundRequest) -> WebhookReply:
-        records = json_events(request.body, "a JSON array of receipt records")
-        # One unusable record must not make the platform re-send (and us re-reject) the whole
-        # batch: the good ones are enqueued, the bad ones logged.
+        records = json_events(request, "a JSON array of receipt records")
+        # The platform re-sends a batch it was not answered 200 three times, then drops it: one
+        # unusable record must not lose the good ones. They are enqueued; the bad ones are
+        # answered (and logged) with the reason, and nothing re-sends them.
         found = jobs_from_events(records, lambda record: self._job_from_record(source, record), tolerate_bad=True)
         if found.problems and not found.jobs and not found.skipped:
             raise BadRequest("; ".join(found.problems))
+        body: dict[str, Any] = dict(RECEIVED)
         if found.problems:
-            logger.error("Dypls receipt records rejected", extra={"source_id": source.id, "problems": found.problems})
-        return WebhookReply(jobs=found.jobs, body=dict(RECEIVED), skipped=found.skipped + len(found.problems))
+            body["rejected"] = found.problems
+        return WebhookReply(jobs=found.jobs, body=body, skipped=found.skipped, rejected=found.problems)
 
     def _job_from_record(self, source: Source, record: Mapping[str, Any]) -> FetchJob | None:
         settings: DyplsSettings = source.settings
@@ -145,16 +153,16 @@ class DyplsProvider:
 
     def _fetch_job(self, source: Source, record: Mapping[str, Any]) -> FetchJob:
         settings: DyplsSettings = source.settings
-        call_id = first_text(record, "call_id")
+        call_id = event_id(record, "call_id")
         if not call_id:
             raise BadRequest("record has no call_id")
-        pool_key = first_text(record, "pool_key") or settings.pool_key or ""
+        pool_key = event_id(record, "pool_key") or settings.pool_key or ""
         if not pool_key:
             raise BadRequest("record has no pool_key and the source configures none")
         if settings.pool_key and pool_key != settings.pool_key:
             raise BadRequest(f"record is for pool {pool_key!r}, this source is {settings.pool_key!r}")
         try:
-            called_at = _call_time(record.get("call_time"))
+            called_at = _call_time(record)
         except ValueError as exc:
             raise BadRequest(f"call_time: {exc}") from None
         retention = source.retention_days or DEFAULT_RETENTION_DAYS

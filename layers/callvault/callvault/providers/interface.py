@@ -90,6 +90,7 @@ class WebhookReply:
     status_code: int = 200
     body: dict[str, Any] = field(default_factory=dict)
     skipped: int = 0  # events acknowledged without a job (e.g. calls without a recording)
+    rejected: list[str] = field(default_factory=list)  # events of a tolerated batch refused, and why
 
 
 class DownloadStream(Protocol):

@@ -15,7 +15,7 @@ from typing import Any
 
 from callvault.errors import BadRequest, PermanentFailure, RetryKind, RetryLater
 from callvault.models import FetchJob
-from callvault.providers.events import first_text, jobs_from_events, json_events
+from callvault.providers.events import event_file_name, event_id, first_text, jobs_from_events, json_events
 from callvault.providers.interface import (
     CallListing,
     DownloadStream,
@@ -38,7 +38,7 @@ from callvault.providers.pbx.api import (
     renewed,
 )
 from callvault.providers.pbx.cdr import parse_cdr_csv
-from callvault.timefmt import format_wall_clock, iso, parse_wall_clock, utc_now
+from callvault.timefmt import format_wall_clock, iso, parse_wall_clock, plausible_call_time, utc_now
 
 PROVIDER_NAME = "pbx"
 ACKNOWLEDGED = {"status": "Success"}
@@ -52,14 +52,14 @@ def _file_part(recording: str) -> str:
 def job_from_cdr(source: Source, cdr: Mapping[str, Any]) -> FetchJob | None:
     """The job for one call record, from a NewCdr report or a CDR CSV row (the same fields):
     None when the call was not recorded. Both paths must make the same job for one call."""
-    recording = first_text(cdr, "recording")
+    recording = event_file_name(cdr, "recording")
     if not recording:
         return None  # the call was not recorded: acknowledge, nothing to fetch
-    call_id = first_text(cdr, "callid", "call_id", "cdrid")
+    call_id = event_id(cdr, "callid", "call_id", "cdrid")
     if not call_id:
         raise BadRequest("NewCdr report has no callid")
     file_name = _file_part(recording)
-    if not file_name or file_name in (".", ".."):
+    if not file_name or file_name == ".":
         raise BadRequest(f"NewCdr report has an unusable recording name {recording!r}")
     started = first_text(cdr, "timestart")
     try:
@@ -68,6 +68,10 @@ def job_from_cdr(source: Source, cdr: Mapping[str, Any]) -> FetchJob | None:
         if started:
             raise BadRequest(f"NewCdr timestart {started!r} is not 'yyyy-mm-dd hh:mm:ss'") from None
         call_time = utc_now().astimezone(source.timezone)  # absent: file it under today
+    try:
+        plausible_call_time(call_time)
+    except ValueError as exc:
+        raise BadRequest(f"NewCdr timestart: {exc}") from None
     details = {
         key: first_text(cdr, key)
         for key in ("callfrom", "callto", "status", "type", "cdrid", "callduraction", "talkduraction")
@@ -112,7 +116,10 @@ def _ended_at(row: Mapping[str, str], source: Source) -> datetime | None:
     except ValueError:
         return None
     duration = row.get("callduraction", "")
-    return started + timedelta(seconds=int(duration)) if duration.isdigit() else started
+    try:
+        return started + timedelta(seconds=int(duration)) if duration.isascii() and duration.isdigit() else started
+    except (OverflowError, ValueError):
+        return None  # near year 9999, or a duration too long to be one: job_from_cdr judges the row
 
 
 class PbxProvider:
@@ -124,7 +131,7 @@ class PbxProvider:
         return parse_settings(raw, where=where)
 
     def parse_webhook(self, source: Source, request: InboundRequest) -> WebhookReply:
-        reports = json_events(request.body, "a JSON object (a PBX event report) or a list of them")
+        reports = json_events(request, "a JSON object (a PBX event report) or a list of them")
         found = jobs_from_events(reports, lambda report: self._job_from_report(source, report))
         return WebhookReply(jobs=found.jobs, body=dict(ACKNOWLEDGED), skipped=found.skipped)
 
