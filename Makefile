@@ -14,7 +14,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/layers/callvault
 
 venv: $(STAMP)
 
-$(STAMP): requirements-dev.txt layers/callvault/requirements.txt pyproject.toml
+$(STAMP): requirements-dev.txt layers/callvault/requirements.txt layers/callvault/requirements-tracing.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt

@@ -17,7 +17,7 @@ from callvault.http import HttpClients
 from callvault.jobs import RetryWorkflow
 from callvault.ledger import RecordingLedger, lease_seconds_for
 from callvault.models import FetchJob
-from callvault.observability import logger
+from callvault.observability import logger, tracer
 from callvault.provider_state import ProviderState
 from callvault.providers.interface import ProviderRuntime
 from callvault.sources import SourceDirectory
@@ -56,5 +56,6 @@ def fetch_record(record: SQSRecord) -> None:
 
 
 @logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(event=event, record_handler=fetch_record, processor=processor, context=context)

@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from callvault.config import settings
 from callvault.http import HttpClients
-from callvault.observability import logger
+from callvault.observability import logger, tracer
 from callvault.provider_state import ProviderState
 from callvault.providers.interface import ProviderRuntime
 from callvault.sessions import keep_sessions
@@ -30,6 +30,7 @@ def _dependencies() -> tuple[SourceDirectory, ProviderRuntime]:
 
 
 @logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
     sources, runtime = _dependencies()
     return keep_sessions(sources, runtime)

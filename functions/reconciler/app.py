@@ -23,7 +23,7 @@ from callvault.errors import ConfigError, SourceNotFound
 from callvault.http import HttpClients
 from callvault.jobs import JobQueue
 from callvault.ledger import RecordingLedger
-from callvault.observability import logger
+from callvault.observability import logger, tracer
 from callvault.provider_state import ProviderState
 from callvault.providers.interface import ProviderRuntime
 from callvault.reconciliation import ReconcileQueue, Reconciler, ReconcileState, backfill_request, source_request
@@ -85,6 +85,7 @@ def backfill(event: dict[str, Any]) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> Any:
     if isinstance(event, dict) and "Records" in event:
         return process_partial_response(

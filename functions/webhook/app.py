@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from callvault.config import settings
 from callvault.errors import RequestRejected
 from callvault.jobs import JobQueue
-from callvault.observability import logger
+from callvault.observability import logger, tracer
 from callvault.providers.interface import InboundRequest
 from callvault.signed_deliveries import SignedDeliveries
 from callvault.sources import SourceDirectory
@@ -58,5 +58,6 @@ def rejected(error: RequestRejected) -> Response:
 
 
 @logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -2,6 +2,10 @@
 
 moto's CloudFormation creates the AWS resources but not the compute glue, so the plan:
 
+- checks the template's ``Rules`` as CloudFormation does before it creates anything (moto
+  ignores them), then drops them (:func:`check_rules`);
+- sets aside what moto would create but cannot wire up: the CloudWatch dashboard shows the
+  stack's alarms, which moto's CloudFormation does not create (``SET_ASIDE_TYPES``);
 - takes the event source mappings out (moto would swallow the messages; the emulator polls);
 - inlines state machine definitions (moto reads only ``DefinitionString``) and applies their
   ``DefinitionSubstitutions`` once the stack exists (:func:`install_state_machines`);
@@ -28,6 +32,11 @@ from local.emulator.template import resources_of_type
 
 # Output keys this module adds to the template to let moto resolve expressions for it.
 HIDDEN_OUTPUT_PREFIX = "LocalRuntimeExpr"
+
+# Resource types left out of moto's stack, and why; outputs that name them go too.
+SET_ASIDE_TYPES = {
+    "AWS::CloudWatch::Dashboard": "its widgets name the stack's alarms, which moto's CloudFormation does not create",
+}
 
 
 @dataclass
@@ -58,9 +67,13 @@ class _HiddenOutputs:
         return key
 
 
-def plan_for_moto(translated: dict[str, Any], artifacts: Artifacts) -> MotoPlan:
-    """Remove event source mappings, inline state machine definitions, add resolver outputs."""
+def plan_for_moto(translated: dict[str, Any], artifacts: Artifacts, parameters: Mapping[str, str]) -> MotoPlan:
+    """Check the rules, set aside what moto cannot wire up, remove event source mappings, inline
+    state machine definitions, add resolver outputs. ``parameters`` are the stack's parameter values."""
     body = copy.deepcopy(translated)
+    check_rules(body, parameters)
+    body.pop("Rules", None)
+    _set_aside(body)
     hidden = _HiddenOutputs()
     mappings = _take_event_source_mappings(body, hidden)
     substitutions = _inline_state_machines(body, artifacts, hidden)
@@ -84,6 +97,79 @@ def _take_event_source_mappings(body: dict[str, Any], hidden: _HiddenOutputs) ->
     for resource in resources.values():
         _drop_dependencies(resource, set(mappings))
     return mappings
+
+
+def _set_aside(body: dict[str, Any]) -> None:
+    """Remove the resources of ``SET_ASIDE_TYPES`` and the outputs that refer to them."""
+    resources = body["Resources"]
+    removed = {lid for lid, res in resources.items() if res.get("Type") in SET_ASIDE_TYPES}
+    for logical_id in removed:
+        del resources[logical_id]
+    for resource in resources.values():
+        _drop_dependencies(resource, removed)
+    outputs = body.get("Outputs") or {}
+    for key in [key for key, output in outputs.items() if _names_any(output, removed)]:
+        del outputs[key]
+
+
+def _names_any(node: Any, logical_ids: set[str]) -> bool:
+    """Whether an expression refers to one of ``logical_ids`` (Ref, GetAtt or Sub)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Ref" and value in logical_ids:
+                return True
+            if key == "Fn::GetAtt":
+                target = value[0] if isinstance(value, list) else str(value).split(".")[0]
+                if target in logical_ids:
+                    return True
+            if key == "Fn::Sub":
+                text = value if isinstance(value, str) else value[0]
+                if any(name.split(".")[0] in logical_ids for name in re.findall(r"\$\{([^}!]+)\}", text)):
+                    return True
+            if _names_any(value, logical_ids):
+                return True
+    elif isinstance(node, list):
+        return any(_names_any(item, logical_ids) for item in node)
+    return False
+
+
+def check_rules(template: Mapping[str, Any], parameters: Mapping[str, str]) -> None:
+    """Evaluate the template's ``Rules`` as CloudFormation does before creating a stack: each rule
+    whose ``RuleCondition`` holds must pass every ``Assert``; a failing one is refused with its
+    ``AssertDescription``. Supports the rule functions the template uses (Ref, Equals, Not, And,
+    Or, Contains); any other is a start-up error rather than a rule silently skipped."""
+    declared = template.get("Parameters") or {}
+    values = {name: str(spec.get("Default", "")) for name, spec in declared.items()}
+    values.update({name: value for name, value in parameters.items() if name in declared})
+    for name, rule in (template.get("Rules") or {}).items():
+        if "RuleCondition" in rule and not _rule_value(rule["RuleCondition"], values, name):
+            continue
+        for assertion in rule.get("Assertions", []):
+            if not _rule_value(assertion["Assert"], values, name):
+                reason = assertion.get("AssertDescription", "an assertion failed")
+                raise LocalStackError(f"template rule {name} refuses these parameters: {reason}")
+
+
+def _rule_value(node: Any, values: Mapping[str, str], rule: str) -> Any:
+    if not isinstance(node, dict):
+        return node
+    [(function, argument)] = node.items()
+    if function == "Ref":
+        if argument not in values:
+            raise LocalStackError(f"template rule {rule} refers to unknown parameter {argument!r}")
+        return values[argument]
+    args = [_rule_value(item, values, rule) for item in argument] if isinstance(argument, list) else []
+    if function == "Fn::Equals":
+        return args[0] == args[1]
+    if function == "Fn::Not":
+        return not args[0]
+    if function == "Fn::And":
+        return all(args)
+    if function == "Fn::Or":
+        return any(args)
+    if function == "Fn::Contains":
+        return args[1] in args[0]
+    raise LocalStackError(f"template rule {rule} uses {function}, which the local stack cannot evaluate")
 
 
 def _drop_dependencies(resource: dict[str, Any], removed: set[str]) -> None:

@@ -1,7 +1,8 @@
 """What ``sam package`` does: upload the template's code and definitions, point it at ``s3://``.
 
-Function and layer directories are zipped reproducibly and state machine definitions uploaded
-as they are, into an artifact bucket in moto. :class:`Artifacts` remembers which local path
+Function and layer directories are zipped reproducibly and state machine definitions (SAM's
+``DefinitionUri``, a plain state machine's ``DefinitionS3Location``) uploaded as they are, into an
+artifact bucket in moto. :class:`Artifacts` remembers which local path
 each S3 key came from: the handlers run from their source tree, not from the zip.
 """
 
@@ -78,4 +79,12 @@ def package_template(template: dict[str, Any], template_dir: Path, s3: Any, buck
         if "DefinitionUri" in props:
             path = local_artifact_path(template_dir, props["DefinitionUri"], logical_id, "DefinitionUri")
             props["DefinitionUri"] = upload(logical_id, path, path.read_bytes(), path.suffix)
+    # A plain state machine names its local definition file in DefinitionS3Location; `sam package`
+    # turns it into {Bucket, Key}.
+    for logical_id, props in resources_of_type(template, "AWS::StepFunctions::StateMachine"):
+        if isinstance(props.get("DefinitionS3Location"), str):
+            location = props["DefinitionS3Location"]
+            path = local_artifact_path(template_dir, location, logical_id, "DefinitionS3Location")
+            key = upload(logical_id, path, path.read_bytes(), path.suffix).removeprefix(f"s3://{bucket}/")
+            props["DefinitionS3Location"] = {"Bucket": bucket, "Key": key}
     return Artifacts(bucket=bucket, sources=sources)

@@ -262,7 +262,7 @@ class LocalStack:
         s3.create_bucket(Bucket=ARTIFACT_BUCKET)
         artifacts = package_template(packaged, self.template_path.parent, s3, ARTIFACT_BUCKET)
         translated = translate_template(packaged, self.parameters)
-        plan = plan_for_moto(translated, artifacts)
+        plan = plan_for_moto(translated, artifacts, self.parameters)
         skipped = unsupported_types(plan.body)
         if skipped:
             # API Gateway v2 is emulated by the local HTTP server; the rest (alarms, policies...)
@@ -344,6 +344,8 @@ class LocalStack:
                 **self.aws.environment(),
                 **spec.runtime_variables(),
                 **variables,
+                # No X-Ray daemon here: the handlers' Tracer records nothing.
+                "POWERTOOLS_TRACE_DISABLED": "true",
                 **self._env_overrides,
             }
         return environments

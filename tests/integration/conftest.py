@@ -305,3 +305,35 @@ def concurrently(*calls: Callable[[], Any]) -> list[Any]:
     if errors:
         raise errors[0]
     return results
+
+
+class Alerts:
+    """What operators are told: an SQS queue subscribed to the stack's alert topic."""
+
+    def __init__(self, stack: LocalStack) -> None:
+        self.sqs = stack.client("sqs")
+        self.url = self.sqs.create_queue(QueueName="test-alerts")["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        stack.client("sns").subscribe(
+            TopicArn=stack.state["alert_topic_arn"],
+            Protocol="sqs",
+            Endpoint=arn,
+            Attributes={"RawMessageDelivery": "true"},
+        )
+        self.bodies: list[str] = []
+
+    def mentioning(self, text: str) -> list[str]:
+        while True:
+            reply = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            messages = reply.get("Messages", [])
+            if not messages:
+                break
+            self.bodies += [m["Body"] for m in messages]
+            for m in messages:
+                self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=m["ReceiptHandle"])
+        return [body for body in self.bodies if text in body]
+
+
+@pytest.fixture(scope="module")
+def alerts(stack: LocalStack) -> Alerts:
+    return Alerts(stack)

@@ -31,7 +31,8 @@ from botocore.exceptions import ClientError
 from local.emulator.errors import LocalStackError
 from local.emulator.execution_environment import EnvironmentFailed, HandlerError
 from local.emulator.http_api import HttpApiServer, HttpRoute, HttpRouter
-from local.emulator.moto_plan import substitute_definition
+from local.emulator.moto_plan import check_rules, plan_for_moto, substitute_definition
+from local.emulator.packaging import Artifacts
 from local.emulator.scheduler import parse_rate_seconds
 from local.emulator.sqs_poller import failed_message_ids
 from local.emulator.stack import LocalStack
@@ -119,6 +120,51 @@ def test_definition_substitution_keeps_context_object_paths() -> None:
     definition = '{"QueueUrl": "${QueueUrl}", "Token.$": "$$.Task.Token", "Other": "${Unknown}"}'
     result = substitute_definition(definition, {"QueueUrl": "https://q"})
     assert json.loads(result) == {"QueueUrl": "https://q", "Token.$": "$$.Task.Token", "Other": "${Unknown}"}
+
+
+def test_what_moto_cannot_wire_up_is_set_aside_with_the_outputs_that_name_it() -> None:
+    # Given a dashboard showing an alarm (moto's CloudFormation creates no alarms) and an output naming it
+    translated = {
+        "Resources": {
+            "Jobs": {"Type": "AWS::SQS::Queue", "Properties": {}},
+            "Board": {
+                "Type": "AWS::CloudWatch::Dashboard",
+                "Properties": {"DashboardBody": {"Fn::Sub": '{"alarms": ["${JobsAlarm.Arn}"]}'}},
+            },
+        },
+        "Outputs": {
+            "BoardUrl": {"Value": {"Fn::Sub": "https://console/#dashboards:name=${Board}"}},
+            "JobsUrl": {"Value": {"Ref": "Jobs"}},
+        },
+    }
+    plan = plan_for_moto(translated, Artifacts("artifacts", {}), {})
+    # Then moto gets neither; the rest stays
+    assert list(plan.body["Resources"]) == ["Jobs"]
+    assert list(plan.body["Outputs"]) == ["JobsUrl"]
+
+
+def test_template_rules_are_checked_as_cloudformation_checks_them() -> None:
+    template = {
+        "Parameters": {"Stage": {"Default": "dev"}, "Email": {"Default": ""}},
+        "Rules": {
+            "ProdHasEmail": {
+                "RuleCondition": {"Fn::Equals": [{"Ref": "Stage"}, "prod"]},
+                "Assertions": [
+                    {
+                        "Assert": {"Fn::Not": [{"Fn::Equals": [{"Ref": "Email"}, ""]}]},
+                        "AssertDescription": "prod needs Email",
+                    }
+                ],
+            }
+        },
+    }
+    check_rules(template, {})  # dev: the rule does not apply
+    check_rules(template, {"Stage": "prod", "Email": "ops@example.com"})
+    with pytest.raises(LocalStackError, match="rule ProdHasEmail refuses these parameters: prod needs Email"):
+        check_rules(template, {"Stage": "prod"})
+    template["Rules"]["ProdHasEmail"]["Assertions"][0]["Assert"] = {"Fn::EachMemberIn": [[], []]}
+    with pytest.raises(LocalStackError, match="uses Fn::EachMemberIn"):
+        check_rules(template, {"Stage": "prod"})
 
 
 def test_router_prefers_specific_routes() -> None:
@@ -570,6 +616,10 @@ def test_real_template_runs_locally(tmp_path: Path) -> None:
         assert stack.runner is not None
         assert stack.runner.environment_of("FetcherFunction")["WEBHOOK_BASE_URL"] == state["webhook_base_url"]
         assert "WEBHOOK_BASE_URL" not in stack.runner.environment_of("WebhookFunction")
+        # No X-Ray daemon here: the handlers' Tracer is off
+        assert stack.runner.environment_of("WebhookFunction")["POWERTOOLS_TRACE_DISABLED"] == "true"
+        # The dashboard is set aside (it shows alarms, which moto does not create), the rest is there
+        assert "DashboardUrl" not in state["outputs"] and state["outputs"]["AlertTopicArn"]
         # And the webhook answers from the real handler: a wrong token enqueues nothing
         url = state["webhook_url_template"].format(source_id="office-pbx")
         reply = requests.post(url, json={"action": "NewCdr"}, headers={"X-Webhook-Token": "wrong"}, timeout=10)

@@ -16,7 +16,7 @@ import pytest
 from local.emulator.stack import LocalStack
 from tests.bystander import Bystander
 from tests.conftest import sample_event
-from tests.integration.conftest import Archive, Pbx, concurrently, pbx_job, post_report, wait_for
+from tests.integration.conftest import Alerts, Archive, Pbx, concurrently, pbx_job, post_report, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -206,11 +206,12 @@ def test_a_pbx_with_a_private_ca_is_reached_through_the_sources_ca_bundle(
     assert item["status"] == "STORED" and item["sha256"] == call.sha256
 
 
-def test_bad_pbx_credentials_end_as_failed_with_the_reason(
-    stack: LocalStack, archive: Archive, pbxs: dict[str, Pbx]
+def test_bad_pbx_credentials_end_as_failed_with_the_reason_and_an_alert_without_phone_numbers(
+    stack: LocalStack, archive: Archive, pbxs: dict[str, Pbx], alerts: Alerts
 ) -> None:
     pbx = pbxs["wrong-password-pbx"]
-    call = pbx.simulator.place_call(duration_s=10, push=False)
+    # A call from a mobile phone to an outside number: both numbers are in the PBX's report
+    call = pbx.simulator.place_call("13800138000", "02161234567", duration_s=10, call_type="Inbound", push=False)
     failed_logins_before = pbx.simulator.counters["logins_failed"]
 
     assert post_report(stack, pbx.source_id, call.report, token=pbx.token).status_code == 200
@@ -220,6 +221,13 @@ def test_bad_pbx_credentials_end_as_failed_with_the_reason(
     assert "rejected the API username or password" in item["reason"]
     # One login try, no storm of them: five failures would lock the PBX against our address.
     assert pbx.simulator.counters["logins_failed"] == failed_logins_before + 1
+    # Operators are told which recording and why, and how to look and retry; not who called whom
+    [alert] = wait_for(lambda: alerts.mentioning(call.callid), what="the alert")
+    assert "13800138000" not in alert and "02161234567" not in alert
+    message = json.loads(alert)
+    assert (message["source_id"], message["call_id"], message["status"]) == (pbx.source_id, call.callid, "FAILED")
+    assert "rejected the API username or password" in message["reason"]
+    assert message["inspect"] == f"callvault status {pbx.source_id} {call.callid}"
 
 
 @pytest.fixture

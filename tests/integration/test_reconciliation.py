@@ -20,6 +20,7 @@ from local.simulators.ccc import CccSimulator
 from local.simulators.dypls import DyplsSimulator
 from tests.integration.conftest import (
     ZONE,
+    Alerts,
     AlibabaSource,
     Archive,
     Pbx,
@@ -223,38 +224,6 @@ def test_a_dypls_expectation_is_dropped_once_its_receipt_came(
 def test_a_dypls_source_cannot_be_backfilled_and_says_why(stack: LocalStack) -> None:
     report = reconcile(stack, "recon-dypls", **{"from": "2026-01-01T00:00:00", "to": "2026-01-02T00:00:00"})
     assert report["status"] == "failed" and "no list of calls" in report["error"]
-
-
-class Alerts:
-    """What operators are told: an SQS queue subscribed to the stack's alert topic."""
-
-    def __init__(self, stack: LocalStack) -> None:
-        self.sqs = stack.client("sqs")
-        self.url = self.sqs.create_queue(QueueName="recon-test-alerts")["QueueUrl"]
-        arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        stack.client("sns").subscribe(
-            TopicArn=stack.state["alert_topic_arn"],
-            Protocol="sqs",
-            Endpoint=arn,
-            Attributes={"RawMessageDelivery": "true"},
-        )
-        self.bodies: list[str] = []
-
-    def mentioning(self, text: str) -> list[str]:
-        while True:
-            reply = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-            messages = reply.get("Messages", [])
-            if not messages:
-                break
-            self.bodies += [m["Body"] for m in messages]
-            for m in messages:
-                self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=m["ReceiptHandle"])
-        return [body for body in self.bodies if text in body]
-
-
-@pytest.fixture(scope="module")
-def alerts(stack: LocalStack) -> Alerts:
-    return Alerts(stack)
 
 
 def odd_export(rows: list[dict[str, str]]) -> bytes:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -222,3 +224,85 @@ def test_a_bug_frees_the_lease_and_reaches_sqs(world: World) -> None:
 
     item = world.item("c1", "a.wav")
     assert item["status"] == "RETRY_SCHEDULED" and "lease_id" not in item and world.workflow.handed_over == []
+
+
+# --------------------------------------------------------------------------------------------------
+# Metrics: what the fetch attempt reports to CloudWatch (EMF documents on stdout)
+# --------------------------------------------------------------------------------------------------
+def emf_metrics(output: str) -> list[dict[str, Any]]:
+    """Each metric of the EMF documents in ``output``: name, value, unit, dimensions, properties."""
+    found = []
+    for line in output.splitlines():
+        if not line.startswith("{") or "_aws" not in line:
+            continue
+        document = json.loads(line)
+        [directive] = document["_aws"]["CloudWatchMetrics"]
+        [dimension_names] = directive["Dimensions"]
+        for metric in directive["Metrics"]:
+            [value] = document[metric["Name"]]  # Powertools writes each value as a list of one
+            found.append(
+                {
+                    "namespace": directive["Namespace"],
+                    "name": metric["Name"],
+                    "unit": metric["Unit"],
+                    "value": value,
+                    "dimensions": {name: document[name] for name in dimension_names},
+                    "source_id": document.get("source_id"),
+                }
+            )
+    return found
+
+
+NOW = datetime(2026, 12, 1, 2, 5, 30, tzinfo=UTC)
+
+
+def test_an_archived_file_counts_its_bytes_and_the_delay_since_the_call_ended(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("callvault.fetching.utc_now", lambda: NOW)
+    world.provider.files["c1"] = {"a.wav": AUDIO}
+    # A call that started 10:00:00 Beijing time and lasted 65 s, archived at 10:05:30
+    ended_at_10_01_05 = job(file_name="a.wav", details={"callduraction": "65"})
+
+    world.fetcher.process(ended_at_10_01_05, lease_seconds=60, delivery_id="m1")
+
+    metrics = {m["name"]: m for m in emf_metrics(capsys.readouterr().out)}
+    assert {name: (m["value"], m["unit"]) for name, m in metrics.items()} == {
+        "RecordingsArchived": (1.0, "Count"),
+        "BytesArchived": (float(len(AUDIO)), "Bytes"),
+        "ArchiveDelay": (265.0, "Seconds"),
+    }
+    for metric in metrics.values():
+        assert metric["namespace"] == "callvault"
+        assert metric["dimensions"] == {"provider": "test", "service": "callvault"}
+        assert metric["source_id"] == "pool"  # a property, not a dimension
+
+
+def test_retries_and_give_ups_are_counted_by_provider_and_a_reason_code_never_the_reason_text(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world.provider.error = RetryLater(RetryKind.THROTTLED, "Throttling.User for 13800138000")
+    world.fetcher.process(job("c1"), lease_seconds=60, delivery_id="m1")
+    world.provider.error = PermanentFailure("PBX has no audio file '13800138000-106.wav' (errno 10023)")
+    world.fetcher.process(job("c2"), lease_seconds=60, delivery_id="m2")
+
+    metrics = emf_metrics(capsys.readouterr().out)
+    assert [(m["name"], m["value"], m["dimensions"]) for m in metrics] == [
+        ("FetchRetries", 1.0, {"provider": "test", "reason": "Throttled", "service": "callvault"}),
+        ("RecordingFailures", 1.0, {"provider": "test", "reason": "PermanentFailure", "service": "callvault"}),
+    ]
+
+
+def test_a_metric_that_cannot_be_written_costs_the_recording_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise OSError("stdout closed")
+
+    monkeypatch.setattr("aws_lambda_powertools.metrics.EphemeralMetrics.flush_metrics", broken)
+    world.provider.files["c1"] = {"a.wav": AUDIO}
+
+    report = world.fetcher.process(job(file_name="a.wav"), lease_seconds=60, delivery_id="m1")
+
+    assert [s.key for s in report.stored] == ["recordings/pool/2026/12/01/c1/a.wav"]
+    assert world.item("c1", "a.wav")["status"] == "STORED"

@@ -17,65 +17,32 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = ROOT / "template.yaml"
-ASL = ROOT / "statemachine" / "retry.asl.json"
-REGION = "us-east-1"
+from callvault.jobs import RetryWorkflow
+from callvault.ledger import ledger_key
+from callvault.models import FetchJob
+from callvault.retry_policy import RetryPlan
+from tests.sam_template import (
+    ASL,
+    REGION,
+    ROOT,
+    TEMPLATE,
+    environment_of,
+    function_property,
+    load_template,
+    resources_of_type,
+    translated_template,
+)
 
 SECRET_LOOKING_NAME = re.compile(r"PASSWORD|SECRET_KEY|TOKEN|API_KEY|PRIVATE_KEY|CREDENTIAL", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------------------------------
-# Reading the template
+# Reading the template (tests/sam_template.py)
 # --------------------------------------------------------------------------------------------------
-class _CfnLoader(yaml.SafeLoader):
-    """SafeLoader that turns `!Ref x` into {"Ref": x} and `!Sub ...` into {"Fn::Sub": ...}."""
-
-
-def _cfn_tag(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    elif isinstance(node, yaml.MappingNode):
-        value = loader.construct_mapping(node, deep=True)
-    else:
-        raise yaml.constructor.ConstructorError(None, None, f"unexpected node for !{tag_suffix}", node.start_mark)
-    if tag_suffix == "Ref":
-        return {"Ref": value}
-    if tag_suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{tag_suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _cfn_tag)
-
-
-def load_template() -> dict[str, Any]:
-    return yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
-
-
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
     return load_template()
-
-
-def resources_of_type(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
-    return {name: r for name, r in template["Resources"].items() if r["Type"] == resource_type}
-
-
-def function_property(template: dict[str, Any], function: str, prop: str) -> Any:
-    """A function's property, falling back to Globals as SAM does."""
-    props = template["Resources"][function]["Properties"]
-    return props.get(prop, template.get("Globals", {}).get("Function", {}).get(prop))
-
-
-def environment_of(template: dict[str, Any], function: str) -> dict[str, Any]:
-    global_vars = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
-    own = template["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {})
-    return {**global_vars, **own}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -95,26 +62,9 @@ def test_sam_validate_lint_passes() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def translate(template: dict[str, Any]) -> dict[str, Any]:
-    """What `sam package` + CloudFormation's transform make of the template, offline."""
-    from samtranslator.translator.transform import transform
-
-    class NoManagedPolicies:
-        def load(self) -> dict[str, str]:
-            return {}
-
-    for name, resource in template["Resources"].items():
-        props = resource.get("Properties", {})
-        for key in ("CodeUri", "ContentUri", "DefinitionUri"):
-            if key in props:
-                props[key] = f"s3://callvault-artifacts/{name}.zip"
-    return transform(template, {}, NoManagedPolicies())
-
-
 @pytest.fixture(scope="module")
 def translated() -> dict[str, Any]:
-    os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
-    return translate(load_template())
+    return translated_template()
 
 
 def test_template_translates_to_cloudformation(translated: dict[str, Any]) -> None:
@@ -206,7 +156,7 @@ def test_fetch_queue_redrives_to_dead_letter_queue(template: dict[str, Any]) -> 
 def test_dead_letter_queue_has_an_alarm(template: dict[str, Any]) -> None:
     alarms = resources_of_type(template, "AWS::CloudWatch::Alarm").values()
     assert any(
-        a["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+        a["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible"
         and {"Fn::GetAtt": ["FetchDeadLetterQueue", "QueueName"]} in [d["Value"] for d in a["Properties"]["Dimensions"]]
         for a in alarms
     )
@@ -235,7 +185,7 @@ def test_every_function_has_an_errors_alarm(template: dict[str, Any]) -> None:
     alarmed = {
         d["Value"]["Ref"]
         for a in resources_of_type(template, "AWS::CloudWatch::Alarm").values()
-        if a["Properties"]["MetricName"] == "Errors"
+        if a["Properties"].get("MetricName") == "Errors"
         for d in a["Properties"]["Dimensions"]
     }
     assert set(resources_of_type(template, "AWS::Serverless::Function")) <= alarmed
@@ -353,22 +303,40 @@ def test_asl_tasks_are_service_integrations_with_retry(asl: dict[str, Any]) -> N
 # --------------------------------------------------------------------------------------------------
 # Retry state machine: executed by moto's ASL interpreter
 # --------------------------------------------------------------------------------------------------
-LEDGER_KEY = {"pk": {"S": "SOURCE#pbx-1#CALL#c-1"}, "sk": {"S": "FILE#mixed"}}
-JOB = {"source_id": "pbx-1", "call_id": "c-1", "attempt": 3}
+# A PBX call from a mobile phone: its numbers are in the job's details and in the file name.
+CALLER, CALLEE = "13800138000", "02161234567"
+RECORDING = f"20261201103000-{CALLER}-106.wav"
+FAILED_JOB = FetchJob(
+    source_id="pbx-1",
+    provider="pbx",
+    call_id="1796197497.1772",
+    call_time="2026-12-01T10:30:00+08:00",
+    locator={"recording": RECORDING},
+    file_name=RECORDING,
+    attempt=3,
+    details={"callfrom": CALLER, "callto": CALLEE, "callduraction": "65"},
+)
+LEDGER_KEY = {name: {"S": value} for name, value in ledger_key(FAILED_JOB).items()}
+JOB = FAILED_JOB.next_attempt().to_dict()
+
+
+class _ExecutionInput:
+    """Catches the execution input the fetcher's RetryWorkflow would start the state machine with."""
+
+    def start_execution(self, **request: Any) -> dict[str, str]:
+        self.input = json.loads(request["input"])
+        return {"executionArn": "caught"}
 
 
 def _retry_input(*, give_up: bool) -> dict[str, Any]:
-    return {
-        "job": JOB,
-        "retry": {
-            "give_up": give_up,
-            "wait_seconds": 0,
-            "attempt": 3,
-            "reason": "LINK_EXPIRED",
-            "error": "HTTP 403 from provider",
-            "ledger_key": LEDGER_KEY,
-        },
-    }
+    """What the fetcher hands the workflow for FAILED_JOB (RetryWorkflow builds it, as in the fetcher)."""
+    reason = f"PBX has no audio file {RECORDING!r} (errno 10023)" if give_up else "link expired"
+    plan = RetryPlan(give_up, 0, reason, "PermanentFailure" if give_up else "LinkExpired")
+    caught = _ExecutionInput()
+    RetryWorkflow(caught, "arn:aws:states:us-east-1:123456789012:stateMachine:retry").hand_over(
+        FAILED_JOB, plan, ledger_key(FAILED_JOB), "message-1"
+    )
+    return caught.input
 
 
 @pytest.fixture
@@ -453,20 +421,33 @@ def test_retry_workflow_requeues_the_job_unchanged(retry_workflow) -> None:
     assert "Item" not in retry_workflow["ddb"].get_item(TableName="ledger", Key=LEDGER_KEY)
 
 
-def test_retry_workflow_gives_up_marks_failed_and_alerts(retry_workflow) -> None:
-    # Given a job the fetcher gives up on
+def test_retry_workflow_gives_up_marks_failed_and_alerts_without_phone_numbers(retry_workflow) -> None:
+    # Given a job the fetcher gives up on, of a call whose numbers are in its details and file name
     result = retry_workflow["run"](_retry_input(give_up=True))
-    # Then the execution fails as RetriesExhausted, the ledger says FAILED with the reason, operators hear of it
+    # Then the execution fails as RetriesExhausted and the ledger says FAILED with the whole reason
     assert result["status"] == "FAILED"
     assert result["error"] == "RetriesExhausted"
     item = retry_workflow["ddb"].get_item(TableName="ledger", Key=LEDGER_KEY)["Item"]
     assert item["status"] == {"S": "FAILED"}
-    assert item["reason"] == {"S": "LINK_EXPIRED"}
+    assert item["reason"] == {"S": f"PBX has no audio file {RECORDING!r} (errno 10023)"}
     assert item["failed_at"]["S"]
-    [alert] = retry_workflow["messages"](retry_workflow["alerts"])
-    assert json.loads(alert)["job"] == JOB
-    assert json.loads(alert)["reason"] == "LINK_EXPIRED"
     assert retry_workflow["messages"](retry_workflow["fetch_queue"]) == []
+    # And operators hear what they need to find and retry it, and not who called whom
+    [alert] = retry_workflow["messages"](retry_workflow["alerts"])
+    assert CALLER not in alert and CALLEE not in alert
+    message = json.loads(alert)
+    assert {key: message[key] for key in ("status", "source_id", "provider", "call_id", "error", "attempt")} == {
+        "status": "FAILED",
+        "source_id": "pbx-1",
+        "provider": "pbx",
+        "call_id": "1796197497.1772",
+        "error": "PermanentFailure",
+        "attempt": 3,
+    }
+    assert message["reason"] == "PBX has no audio file '#######-#######-106.wav' (errno 10023)"
+    assert message["ledger_key"] == "CALL#pbx-1#1796197497.1772"
+    assert message["inspect"] == "callvault status pbx-1 1796197497.1772"
+    assert message["retry"] == "callvault retry pbx-1 1796197497.1772"
 
 
 def test_retry_workflow_never_overwrites_a_stored_recording(retry_workflow) -> None:
@@ -511,3 +492,5 @@ def test_retry_workflow_gives_up_explicitly_when_the_job_cannot_be_requeued(retr
     assert item["status"] == {"S": "FAILED"}
     assert item["error"] == {"S": "RequeueFailed"}
     assert item["reason"]["S"].startswith("could not re-enqueue the job after the wait")
+    [alert] = retry_workflow["messages"](retry_workflow["alerts"])
+    assert json.loads(alert)["reason"].startswith("could not re-enqueue the job after the wait")

@@ -9,12 +9,14 @@ Every way an attempt can end is decided here:
   (wait and re-enqueue, or mark FAILED and notify), and the queue message is done;
 - anything else (a bug, AWS unreachable) propagates, so SQS redelivers the message and,
   after the redrive limit, parks it in the DLQ behind an alarm.
+
+Each stored file, retry and give-up is also a metric (callvault.observability).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from callvault.config import RetrySettings
@@ -23,7 +25,7 @@ from callvault.jobs import RetryWorkflow
 from callvault.keys import content_type_for, recording_key
 from callvault.ledger import Claim, ClaimOutcome, RecordingLedger, Status, ledger_key
 from callvault.models import FetchJob, StoredObject
-from callvault.observability import logger
+from callvault.observability import logger, record_archived, record_failure, record_retry
 from callvault.providers.interface import PendingDownload, ProviderRuntime, Source
 from callvault.retry_policy import plan_retry
 from callvault.sources import SourceDirectory
@@ -167,6 +169,12 @@ class Fetcher:
             "recording archived",
             extra={"job": job.identity, "key": key, "size": stored.size, "sha256": stored.sha256},
         )
+        record_archived(
+            provider=job.provider,
+            source_id=job.source_id,
+            size=stored.size,
+            delay_seconds=(utc_now() - call_ended_at(job)).total_seconds(),
+        )
         return stored
 
     def _hand_over(
@@ -184,6 +192,8 @@ class Fetcher:
         self._workflow.hand_over(job, plan, key, delivery_id)
         status = Status.FAILED if plan.give_up else Status.RETRY_SCHEDULED
         self._ledger.release(job, key, status, plan.reason, lease_id)
+        record = record_failure if plan.give_up else record_retry
+        record(provider=job.provider, source_id=job.source_id, error=plan.error)
         logger.warning(
             "fetch attempt failed",
             extra={
@@ -194,3 +204,13 @@ class Fetcher:
                 "retry_in_seconds": plan.wait_seconds,
             },
         )
+
+
+def call_ended_at(job: FetchJob) -> datetime:
+    """When the call ended, as well as the job says: its start plus the duration the provider
+    reported (a PBX report's ``callduraction``); CCC and Dypls jobs carry only the start."""
+    started = datetime.fromisoformat(job.call_time)
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)
+    duration = job.details.get("callduraction", "")
+    return started + timedelta(seconds=int(duration)) if duration.isdigit() else started

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from callvault.models import FetchJob
+from callvault.observability import without_phone_numbers
 from callvault.retry_policy import RetryPlan
 
 SQS_BATCH = 10
@@ -48,6 +49,8 @@ class RetryWorkflow:
                 "wait_seconds": plan.wait_seconds,
                 "attempt": job.attempt,
                 "reason": plan.reason,
+                # What the operators' alert says (the workflow never sends the job itself).
+                "alert_reason": without_phone_numbers(plan.reason),
                 "error": plan.error,
                 "ledger_key": {name: {"S": value} for name, value in ledger_key.items()},
             },

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
 from callvault.errors import ConfigError, FetchError
@@ -38,7 +38,7 @@ from callvault.jobs import JobQueue
 from callvault.keys import safe_part
 from callvault.ledger import RecordingLedger, Status, ledger_key
 from callvault.models import ORIGIN_RECONCILIATION, FetchJob, InvalidJob
-from callvault.observability import logger
+from callvault.observability import logger, publish_metrics
 from callvault.providers.interface import (
     CallListing,
     ProviderRuntime,
@@ -49,7 +49,6 @@ from callvault.providers.interface import (
 )
 from callvault.timefmt import iso, utc_now
 
-METRICS_NAMESPACE = "callvault"
 RUN_RECORD_DAYS = 90
 STATE_SK = "STATE#reconcile"
 QUEUED_REASON = "enqueued by reconciliation: the provider lists this recording but no push announced it"
@@ -387,12 +386,10 @@ class ReconcileQueue:
 
 def emit_run_metrics(report: RunReport) -> None:
     """CloudWatch metrics (EMF) of a run, per source and across sources (alarms use the latter)."""
+    values = {
+        "ReconciledRecordings": (MetricUnit.Count, report.found),
+        "LostPushes": (MetricUnit.Count, report.lost_pushes),
+        "ReconciliationFailures": (MetricUnit.Count, int(report.status == "failed")),
+    }
     for dimensions in ({"source": report.source_id}, {}):
-        # Ephemeral: the local runtime runs several invocations in one process at once.
-        metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE)
-        metrics.add_metric(name="ReconciledRecordings", unit=MetricUnit.Count, value=report.found)
-        metrics.add_metric(name="LostPushes", unit=MetricUnit.Count, value=report.lost_pushes)
-        metrics.add_metric(name="ReconciliationFailures", unit=MetricUnit.Count, value=int(report.status == "failed"))
-        for name, value in dimensions.items():
-            metrics.add_dimension(name=name, value=value)
-        metrics.flush_metrics()
+        publish_metrics(values, dimensions)
