@@ -60,9 +60,12 @@ STATE_OUTPUTS = {
     "state_machine_arn": "RetryStateMachineArn",
     "alert_topic_arn": "AlertTopicArn",
 }
+# Where the functions look for the sources (the whole documents) and the webhook for its copies.
 SOURCES_PREFIX_VARIABLE = "SOURCES_SECRET_PREFIX"
+WEBHOOK_PREFIX_VARIABLE = "WEBHOOK_SECRET_PREFIX"
 WEBHOOK_BASE_URL_VARIABLE = "WEBHOOK_BASE_URL"
-SourcesPublisher = Callable[[Path, Any, str], Any]
+# (sources file, Secrets Manager client, sources prefix, webhook prefix)
+SourcesPublisher = Callable[[Path, Any, str, str], Any]
 
 
 class LocalStack:
@@ -385,13 +388,16 @@ class LocalStack:
         """Store the sources file in Secrets Manager where the functions look for it."""
         if self.sources_file is None:
             return
-        prefixes = [spec.environment.get(SOURCES_PREFIX_VARIABLE) for spec in self.functions.values()]
-        prefix = next((value for value in prefixes if value), None)
-        if prefix is None:
-            raise LocalStackError(f"no function has {SOURCES_PREFIX_VARIABLE}; cannot publish {self.sources_file}")
+        prefixes = []
+        for variable in (SOURCES_PREFIX_VARIABLE, WEBHOOK_PREFIX_VARIABLE):
+            values = [spec.environment.get(variable) for spec in self.functions.values()]
+            prefix = next((value for value in values if value), None)
+            if prefix is None:
+                raise LocalStackError(f"no function has {variable}; cannot publish {self.sources_file}")
+            prefixes.append(prefix)
         publish = self._publish_sources or _default_sources_publisher()
         try:
-            publish(self.sources_file, self.client("secretsmanager"), prefix)
+            publish(self.sources_file, self.client("secretsmanager"), *prefixes)
         except Exception as error:
             # callvault raises ConfigError (a ValueError) naming the offending entry.
             raise LocalStackError(f"cannot publish sources file {self.sources_file}: {one_line(error)}") from error

@@ -260,6 +260,7 @@ def test_functions_share_one_environment(template: dict[str, Any]) -> None:
         "FETCH_QUEUE_URL",
         "RETRY_STATE_MACHINE_ARN",
         "SOURCES_SECRET_PREFIX",
+        "WEBHOOK_SECRET_PREFIX",
         "WEBHOOK_BASE_URL",
         "RETRY_MAX_ATTEMPTS",
         "RETRY_BASE_DELAY_SECONDS",
