@@ -4,7 +4,9 @@ token lives): one pass over every source whose provider keeps sessions.
 Every source is kept on a worker thread of its own, all at once, and the pass waits for them
 only until a deadline taken from the function's remaining time: one PBX that accepts the
 connection and never answers can neither hold up the other sources' sessions nor run the
-function into its timeout (which would report nothing about anyone).
+function into its timeout (which would report nothing about anyone). The workers share the
+runtime: each source has its own HTTP session, and the state table's item calls go through
+boto3's thread-safe client.
 """
 
 from __future__ import annotations
