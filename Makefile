@@ -5,7 +5,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SOURCES ?= local/sources.yaml
 STATE ?= .local/state.json
 export SAM_CLI_TELEMETRY := 0
 export PYTHONPATH := $(CURDIR):$(CURDIR)/layers/callvault
@@ -28,9 +27,9 @@ $(STAMP): requirements-dev.txt layers/callvault/requirements.txt layers/callvaul
 demo: venv
 	$(BIN)/python -m local.demo
 
-## Start the local stack and keep it up (Ctrl-C stops it).
+## Start the local stack and keep it up (Ctrl-C stops it). SOURCES= picks another sources file.
 local: venv
-	$(BIN)/python -m local --sources $(SOURCES) --state $(STATE)
+	$(BIN)/python -m local --sources $(or $(SOURCES),local/sources.yaml) --state $(STATE)
 
 ## The whole suite: lint, types, template checks, unit and integration tests.
 test: venv lint typecheck
@@ -74,6 +73,9 @@ clean:
 	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache
 
 ## Register (create or update) the sources of SOURCES in Secrets Manager for STAGE.
+# SOURCES has no default here: the only file in the repository is the local sample, whose
+# tokens are public and whose provider addresses are loopback.
 STAGE ?= dev
 register-sources: venv
+	$(if $(SOURCES),,$(error register-sources needs SOURCES=your-sources.yaml (there is no default; see docs/deploy.md)))
 	$(BIN)/python -m callvault.register --stage $(STAGE) $(SOURCES)

@@ -25,15 +25,18 @@ def pbx_source_document(**overrides: Any) -> dict[str, Any]:
         "provider": "pbx",
         "webhook_token": "office-pbx-token-0123456789",
         "timezone": "Asia/Shanghai",
-        "pbx": {"base_url": "http://127.0.0.1:18088", "username": "api", "password": "apipass"},
+        # A name that never resolves: a test that forgot to point the source at its simulator fails
+        # at once instead of reaching whatever listens on a fixed local port (make demo's PBX).
+        "pbx": {"base_url": "http://pbx.invalid:8088", "username": "api", "password": "apipass"},
     }
     document.update(overrides)
     return document
 
 
-def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+def eventually(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
     """True once ``condition()`` holds. Simulators count a download after its last write, which
-    the client can see before the server thread has counted it."""
+    the client can see before the server thread has counted it. (The timeout only bounds a
+    failing test: on a busy machine that thread may wait seconds for its turn.)"""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

@@ -13,7 +13,7 @@ from callvault.http import HttpClients
 from callvault.observability import logger, tracer
 from callvault.provider_state import ProviderState
 from callvault.providers.interface import ProviderRuntime
-from callvault.sessions import keep_sessions
+from callvault.sessions import DEADLINE_MARGIN_SECONDS, keep_sessions
 from callvault.sources import SourceDirectory
 
 
@@ -33,4 +33,9 @@ def _dependencies() -> tuple[SourceDirectory, ProviderRuntime]:
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
     sources, runtime = _dependencies()
-    return keep_sessions(sources, runtime)
+    # Every PBX is kept at once; the pass reports before the function's own timeout.
+    return keep_sessions(
+        sources,
+        runtime,
+        time_left=lambda: context.get_remaining_time_in_millis() / 1000 - DEADLINE_MARGIN_SECONDS,
+    )

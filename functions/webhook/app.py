@@ -26,7 +26,9 @@ app = APIGatewayHttpResolver()
 def _dependencies() -> tuple[SourceDirectory, JobQueue, SignedDeliveries]:
     config = settings()
     return (
-        SourceDirectory(boto3.client("secretsmanager"), config.sources_secret_prefix),
+        # Only the webhook's copies of the sources: this function faces the internet, so it
+        # never holds provider credentials (and IAM lets it read nothing else).
+        SourceDirectory(boto3.client("secretsmanager"), config.webhook_secret_prefix, credentials=False),
         JobQueue(boto3.client("sqs"), config.fetch_queue_url),
         SignedDeliveries(boto3.resource("dynamodb").Table(config.ledger_table), SIGNATURE_WINDOW),
     )

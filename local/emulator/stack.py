@@ -60,9 +60,12 @@ STATE_OUTPUTS = {
     "state_machine_arn": "RetryStateMachineArn",
     "alert_topic_arn": "AlertTopicArn",
 }
+# Where the functions look for the sources (the whole documents) and the webhook for its copies;
+# a publisher takes (sources file, Secrets Manager client, sources prefix, webhook prefix).
 SOURCES_PREFIX_VARIABLE = "SOURCES_SECRET_PREFIX"
+WEBHOOK_PREFIX_VARIABLE = "WEBHOOK_SECRET_PREFIX"
 WEBHOOK_BASE_URL_VARIABLE = "WEBHOOK_BASE_URL"
-SourcesPublisher = Callable[[Path, Any, str], Any]
+SourcesPublisher = Callable[[Path, Any, str, str], Any]
 
 
 class LocalStack:
@@ -344,8 +347,7 @@ class LocalStack:
                 **self.aws.environment(),
                 **spec.runtime_variables(),
                 **variables,
-                # No X-Ray daemon here: the handlers' Tracer records nothing.
-                "POWERTOOLS_TRACE_DISABLED": "true",
+                "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
                 **self._env_overrides,
             }
         return environments
@@ -387,13 +389,16 @@ class LocalStack:
         """Store the sources file in Secrets Manager where the functions look for it."""
         if self.sources_file is None:
             return
-        prefixes = [spec.environment.get(SOURCES_PREFIX_VARIABLE) for spec in self.functions.values()]
-        prefix = next((value for value in prefixes if value), None)
-        if prefix is None:
-            raise LocalStackError(f"no function has {SOURCES_PREFIX_VARIABLE}; cannot publish {self.sources_file}")
+        prefixes = []
+        for variable in (SOURCES_PREFIX_VARIABLE, WEBHOOK_PREFIX_VARIABLE):
+            values = [spec.environment.get(variable) for spec in self.functions.values()]
+            prefix = next((value for value in values if value), None)
+            if prefix is None:
+                raise LocalStackError(f"no function has {variable}; cannot publish {self.sources_file}")
+            prefixes.append(prefix)
         publish = self._publish_sources or _default_sources_publisher()
         try:
-            publish(self.sources_file, self.client("secretsmanager"), prefix)
+            publish(self.sources_file, self.client("secretsmanager"), *prefixes)
         except Exception as error:
             # callvault raises ConfigError (a ValueError) naming the offending entry.
             raise LocalStackError(f"cannot publish sources file {self.sources_file}: {one_line(error)}") from error

@@ -231,6 +231,8 @@ class LoopbackHttpSimulator(Generic[LogEntry]):
         self._companions: list[LoopbackHttpSimulator[Any]] = []
         self._server: _LoopbackServer | None = None
         self._thread: threading.Thread | None = None
+        self._answering = threading.Event()
+        self._answering.set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -249,7 +251,8 @@ class LoopbackHttpSimulator(Generic[LogEntry]):
         return self
 
     def stop(self) -> None:
-        """Stop serving, then stop the companion servers."""
+        """Release held requests, stop serving, then stop the companion servers."""
+        self.release()
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
@@ -302,6 +305,17 @@ class LoopbackHttpSimulator(Generic[LogEntry]):
             raise ValueError("time only moves forward")
         with self._lock:
             self._offset += seconds
+
+    # ------------------------------------------------------------------ hanging
+
+    def hang(self) -> None:
+        """Accept connections but answer no request until :meth:`release` (a provider that hangs);
+        each request held is counted as ``held``."""
+        self._answering.clear()
+
+    def release(self) -> None:
+        """Answer again, the held requests first."""
+        self._answering.set()
 
     # ------------------------------------------------------------------ faults
 
@@ -377,6 +391,9 @@ class LoopbackHttpSimulator(Generic[LogEntry]):
 
     def _serve(self, h: SimRequestHandler, method: str) -> None:
         self._count("requests")
+        if not self._answering.is_set():
+            self._count("held")
+            self._answering.wait()
         try:
             self._handle(h, method)
         except (BrokenPipeError, ConnectionResetError, TimeoutError):

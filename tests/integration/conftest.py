@@ -1,10 +1,17 @@
 """The local stack for integration tests: moto server + provider simulators + the real handlers.
 
 One stack per test module (deploying the template takes a few seconds; moto's backends are
-process-wide, so a module that starts stacks of its own cannot share one). Each special
-situation gets its own PBX simulator and source, because a PBX pushes every report to every
-live token's URL and locks out an address after failed logins: sharing one simulator would
-let one test's faults leak into another's.
+process-wide, so a module that starts stacks of its own cannot share one), with simulators of its
+own: a PBX pushes every report to every live token's URL, so a simulator that outlived its stack
+would keep posting to the stack's freed port, which by then may be anyone's (another module's
+server, another process's). Each special situation gets its own PBX simulator and source, because
+a PBX locks out an address after failed logins: sharing one simulator would let one test's faults
+leak into another's.
+
+The Alibaba simulators check request timestamps against the wall clock (the functions sign with
+it), so a test may move their simulated clock (``advance_time``) to make a recording appear, and
+the Dyplsapi ones wait for the webhook's acknowledgement as long as a test may take: these tests
+pin what is archived; how fast the webhook answers (Dyplsapi allows 700 ms) is `make bench`'s.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ class Pbx:
     simulator: PbxSimulator
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def pbxs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pbx]]:
     tls = make_self_signed(tmp_path_factory.mktemp("tls"))
     simulators = {
@@ -70,8 +77,7 @@ def pbxs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pbx]]:
 
 
 # Reconciliation in the tests: a call is settled once it ended (no wait for a push), and the
-# first run looks an hour back. Only these sources are reconciled, and only when a test asks:
-# the other sources' simulators outlive one module's stack.
+# first run looks an hour back. Only these sources are reconciled, and only when a test asks.
 RECONCILED = {"recon-pbx", "ops-pbx", "recon-ccc-2017", "recon-ccc-2020", "recon-dypls"}
 RECONCILE = {"wait_for_push": "0s", "overlap": "1h", "first_lookback": "1h"}
 NO_RECONCILE = {"enabled": False}
@@ -105,34 +111,40 @@ class AlibabaSource:
 
 
 ACCESS = {"LTAI-it-key": "it-secret"}
+# How long a simulated Dyplsapi waits for the webhook's acknowledgement (see the module docstring).
+ACK_TIMEOUT_S = 30.0
 # The forwarder of the "ccc-signed" source signs its events (docs/sources.md).
 SIGNING_SECRET = "ccc-signed-forwarder-secret-42"
 # A source whose provider is down for good: its webhook must still answer at once.
 OFFLINE_ENDPOINT = "http://127.0.0.1:9"
 
 
-@pytest.fixture(scope="session")
+def _ccc(instance_id: str, *, credentials: dict[str, str] = ACCESS, **options: Any) -> CccSimulator:
+    return CccSimulator(instance_id=instance_id, credentials=credentials, timestamp_clock=time.time, **options)
+
+
+def _dypls(pool_key: str) -> DyplsSimulator:
+    return DyplsSimulator(
+        credentials=ACCESS, pool_keys={pool_key}, ack_timeout_s=ACK_TIMEOUT_S, timestamp_clock=time.time
+    )
+
+
+@pytest.fixture(scope="module")
 def alibaba() -> Iterator[dict[str, AlibabaSource]]:
     simulators: dict[str, tuple[CccSimulator | DyplsSimulator, dict[str, Any]]] = {
-        "ccc-2017": (CccSimulator(instance_id="inst-2017", credentials=ACCESS), {"api_version": "2017-07-05"}),
-        "ccc-typographic": (
-            CccSimulator(instance_id="inst-typo", credentials=ACCESS, quote_style="typographic"),
-            {"api_version": "2017-07-05"},
-        ),
-        "ccc-2020": (
-            CccSimulator(instance_id="inst-2020", credentials=ACCESS, api_versions=("2020-07-01",)),
-            {"api_version": "2020-07-01"},
-        ),
-        "ccc-wrong-secret": (CccSimulator(instance_id="inst-bad", credentials={"LTAI-it-key": "other"}), {}),
-        "dypls-pool": (DyplsSimulator(credentials=ACCESS, pool_keys={"FC123456"}), {}),
-        "dypls-offline": (DyplsSimulator(credentials=ACCESS, pool_keys={"FC999999"}), {}),
-        "recon-ccc-2017": (CccSimulator(instance_id="inst-r2017", credentials=ACCESS), {"api_version": "2017-07-05"}),
+        "ccc-2017": (_ccc("inst-2017"), {"api_version": "2017-07-05"}),
+        "ccc-typographic": (_ccc("inst-typo", quote_style="typographic"), {"api_version": "2017-07-05"}),
+        "ccc-2020": (_ccc("inst-2020", api_versions=("2020-07-01",)), {"api_version": "2020-07-01"}),
+        "ccc-wrong-secret": (_ccc("inst-bad", credentials={"LTAI-it-key": "other"}), {}),
+        "dypls-pool": (_dypls("FC123456"), {}),
+        "dypls-offline": (_dypls("FC999999"), {}),
+        "recon-ccc-2017": (_ccc("inst-r2017"), {"api_version": "2017-07-05"}),
         "recon-ccc-2020": (
-            CccSimulator(instance_id="inst-r2020", credentials=ACCESS, api_versions=("2020-07-01",)),
+            _ccc("inst-r2020", api_versions=("2020-07-01",)),
             {"api_version": "2020-07-01", "reconcile_recordings": ["mono", "multichannel"]},
         ),
-        "recon-dypls": (DyplsSimulator(credentials=ACCESS, pool_keys={"FC777777"}), {}),
-        "ccc-signed": (CccSimulator(instance_id="inst-signed", credentials=ACCESS), {"api_version": "2017-07-05"}),
+        "recon-dypls": (_dypls("FC777777"), {}),
+        "ccc-signed": (_ccc("inst-signed"), {"api_version": "2017-07-05"}),
     }
     sources = {}
     for source_id, (simulator, extra) in simulators.items():
@@ -141,7 +153,8 @@ def alibaba() -> Iterator[dict[str, AlibabaSource]]:
         access = {"access_key_id": "LTAI-it-key", "access_key_secret": "it-secret", "download_hosts": ["127.0.0.1"]}
         if isinstance(simulator, CccSimulator):
             instance = simulator.instance_id
-            section = {"instance_id": instance, "endpoint": simulator.base_url, "not_ready_window_seconds": 60}
+            # NotExist.Record means "not yet" for ten minutes: however slow the machine, never "gone".
+            section = {"instance_id": instance, "endpoint": simulator.base_url, "not_ready_window_seconds": 600}
             document = {"provider": "ccc", "ccc": {**section, **access, **extra}}
         else:
             endpoint = OFFLINE_ENDPOINT if source_id == "dypls-offline" else simulator.base_url
@@ -150,7 +163,8 @@ def alibaba() -> Iterator[dict[str, AlibabaSource]]:
         document |= {"id": source_id, "webhook_token": token, "timezone": "Asia/Shanghai"}
         document["reconcile"] = RECONCILE if source_id in RECONCILED else NO_RECONCILE
         if source_id == "recon-dypls":
-            document["reconcile"] = {"wait_for_push": "2s"}  # the grace for a recording receipt
+            # The grace for a recording receipt: tests let it pass by moving the due time.
+            document["reconcile"] = {"wait_for_push": "1h"}
         if source_id == "ccc-signed":
             document["webhook_signing_secret"] = SIGNING_SECRET
         sources[source_id] = AlibabaSource(source_id, token, simulator, document)

@@ -28,6 +28,9 @@ import yaml
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from callvault.sources import webhook_document
+from callvault.sources_file import load_sources_file
+from callvault.webhook import signature
 from local.emulator.errors import LocalStackError
 from local.emulator.execution_environment import EnvironmentFailed, HandlerError
 from local.emulator.http_api import HttpApiServer, HttpRoute, HttpRouter
@@ -37,7 +40,7 @@ from local.emulator.scheduler import parse_rate_seconds
 from local.emulator.sqs_poller import failed_message_ids
 from local.emulator.stack import LocalStack
 from local.emulator.template import load_template
-from tests.conftest import eventually
+from tests.conftest import eventually, sample_event
 from tests.integration.conftest import concurrently
 
 pytestmark = pytest.mark.integration
@@ -46,11 +49,13 @@ ROOT = Path(__file__).resolve().parents[2]
 MINI = Path(__file__).resolve().parent / "fixtures" / "mini"
 
 
-def publish_mini_sources(path: Path, secrets_client: Any, prefix: str) -> list[str]:
-    """Stand-in for callvault.sources_file.publish_sources_file with the miniature's file format."""
+def publish_mini_sources(path: Path, secrets_client: Any, prefix: str, webhook_prefix: str) -> list[str]:
+    """Stand-in for callvault.sources_file.publish_sources_file with the miniature's file format
+    (whose sources hold nothing but a token: the webhook's copy is the whole source)."""
     ids = []
     for source in yaml.safe_load(path.read_text())["sources"]:
-        secrets_client.create_secret(Name=f"{prefix}{source['id']}", SecretString=json.dumps(source))
+        for name in (f"{prefix}{source['id']}", f"{webhook_prefix}{source['id']}"):
+            secrets_client.create_secret(Name=name, SecretString=json.dumps(source))
         ids.append(source["id"])
     return ids
 
@@ -300,9 +305,10 @@ class TestMiniStack:
         assert [m.mapping_id for m in stack.queue_mappings] == ["SqsWorkerFunctionWork"]
         assert not stack.client("lambda").list_event_source_mappings()["EventSourceMappings"]
 
-    def test_sources_are_published_under_the_functions_prefix(self, stack: LocalStack) -> None:
-        secret = stack.client("secretsmanager").get_secret_value(SecretId="mini/dev/sources/mini-two")
-        assert json.loads(secret["SecretString"])["webhook_token"] == "mini-two-token"
+    def test_sources_are_published_under_the_functions_prefixes(self, stack: LocalStack) -> None:
+        for prefix in ("mini/dev/sources/", "mini/dev/webhook/"):
+            secret = stack.client("secretsmanager").get_secret_value(SecretId=f"{prefix}mini-two")
+            assert json.loads(secret["SecretString"])["webhook_token"] == "mini-two-token"
 
     def test_http_api_v2_event_shape(self, stack: LocalStack) -> None:
         # Given a request with repeated headers and query parameters, cookies and a JSON body
@@ -626,5 +632,53 @@ def test_real_template_runs_locally(tmp_path: Path) -> None:
         assert reply.status_code == 403
         unknown = requests.post(state["webhook_url_template"].format(source_id="nobody"), json={}, timeout=10)
         assert unknown.status_code == 404
+        assert_the_webhook_authenticates_every_provider_from_its_own_copies(stack)
         stack.wait_idle(10)
         assert not [i for i in stack.runner.invocations if i.function_id == "FetcherFunction"]  # type: ignore[union-attr]
+
+
+# Per source of local/sources.yaml: an event the webhook acknowledges without a job, and its answer.
+# (The CCC and Dypls answers name the instance or pool: read from the webhook's copy of the source.)
+UNFETCHED_EVENTS = {
+    "office-pbx": (sample_event("pbx/extension-status.json"), 200, {"status": "Success"}),
+    "shop-ccc": ({"eventType": "CDRReady", "contactId": "1"}, 200, {"code": "OK", "message": "accepted", "jobs": 0}),
+    "shop-ccc-2020": (
+        {"eventType": "CDRReady", "contactId": "1"},
+        200,
+        {"code": "OK", "message": "accepted", "jobs": 0},
+    ),
+    "privacy-pool": (
+        [{"pool_key": "FC000000", "call_id": "1"}],
+        400,
+        {"error": "record 0: record is for pool 'FC000000', this source is 'FC123456'"},
+    ),
+}
+
+
+def assert_the_webhook_authenticates_every_provider_from_its_own_copies(stack: LocalStack) -> None:
+    """The webhook reads only the credential-free copies of the sources, and with them alone
+    authenticates and parses every provider's calls (the template's IAM enforces it in AWS)."""
+    assert stack.runner is not None
+    environment = stack.runner.environment_of("WebhookFunction")
+    secrets = stack.client("secretsmanager")
+    sources = {raw["id"]: raw for raw in load_sources_file(ROOT / "local" / "sources.yaml")}
+    assert sorted(sources) == sorted(UNFETCHED_EVENTS)
+    for source_id, raw in sources.items():
+        provider = raw["provider"]
+        read = secrets.get_secret_value(SecretId=environment["WEBHOOK_SECRET_PREFIX"] + source_id)
+        copy = json.loads(read["SecretString"])
+        assert copy == webhook_document(raw) and {"access_key_secret", "password"}.isdisjoint(copy[provider])
+
+        event, status, answer = UNFETCHED_EVENTS[source_id]
+        body = json.dumps(event).encode()
+        url = stack.state["webhook_url_template"].format(source_id=source_id)
+        headers = {"Content-Type": "application/json", "X-Webhook-Token": raw["webhook_token"]}
+        if raw.get("webhook_signing_secret"):
+            stamp = str(int(time.time()))
+            signed = signature(raw["webhook_signing_secret"], stamp, body)
+            headers |= {"X-Callvault-Timestamp": stamp, "X-Callvault-Signature": signed}
+        missing = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=10)
+        wrong = requests.post(url, data=body, headers={**headers, "X-Webhook-Token": "wrong-token"}, timeout=10)
+        reply = requests.post(url, data=body, headers=headers, timeout=10)
+        assert (missing.status_code, wrong.status_code) == (401, 403), source_id
+        assert (reply.status_code, reply.json()) == (status, answer), source_id

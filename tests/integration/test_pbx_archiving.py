@@ -186,7 +186,8 @@ def test_a_pbx_that_stalls_past_the_read_timeout_is_retried(
     stack: LocalStack, archive: Archive, pbxs: dict[str, Pbx]
 ) -> None:
     pbx = pbxs["slow-pbx"]
-    pbx.simulator.set_fault("slow", 1, seconds=2.5)
+    # Far past the source's 1 s read timeout, however slow the machine (the stalled reply is dropped).
+    pbx.simulator.set_fault("slow", 1, seconds=30)
 
     call = pbx.simulator.place_call(duration_s=20)
 

@@ -51,6 +51,22 @@ def all_items(archive: Archive, source_id: str) -> list[dict[str, Any]]:
     return [{name: next(iter(value.values())) for name, value in item.items()} for item in reply["Items"]]
 
 
+def let_the_grace_period_pass(archive: Archive, source_id: str, call_id: str) -> None:
+    """The source's hour of grace for a recording receipt is over: the due time of the call's
+    expectations, which the reconciler reads from the ledger, moves into the past (no test waits
+    an hour, nor races a shorter grace on a busy machine)."""
+    for item in archive.files(source_id, call_id):
+        if item["status"] != "EXPECTED":
+            continue  # the receipt came: nothing is due any more
+        past = (datetime.fromisoformat(item["due_at"]) - timedelta(hours=2)).isoformat(timespec="seconds")
+        archive.table.update_item(
+            TableName=archive.stack.state["table"],
+            Key={"pk": {"S": item["pk"]}, "sk": {"S": item["sk"]}},
+            UpdateExpression="SET due_at = :past",
+            ExpressionAttributeValues={":past": {"S": past}},
+        )
+
+
 def object_versions(archive: Archive, prefix: str) -> list[str]:
     reply = archive.s3.list_object_versions(Bucket=archive.bucket, Prefix=prefix)
     return sorted(f"{v['Key']}@{v['VersionId']}" for v in reply.get("Versions", []))
@@ -185,8 +201,7 @@ def test_a_dypls_call_whose_recording_receipt_was_lost_is_archived_after_the_gra
     assert (early["status"], early["enqueued"]) == ("ok", 0)
 
     # When it runs after the grace period
-    due = datetime.fromisoformat(expected["due_at"])
-    wait_for(lambda: datetime.now(due.tzinfo) > due, timeout=10, what="the grace period to pass")
+    let_the_grace_period_pass(archive, source.source_id, answered.call_id)
     report = reconcile(stack, source.source_id)
 
     # Then the recording is fetched anyway, and the unanswered call ends NO_RECORDING, unalerted
@@ -208,12 +223,12 @@ def test_a_dypls_expectation_is_dropped_once_its_receipt_came(
     call = source.simulator.place_call(duration_s=25, ready_after_s=0)
     assert source.simulator.push_receipts(url, [source.simulator.secret_report(call)]).ok
     [expected] = wait_for(lambda: archive.files(source.source_id, call.call_id), what="the expectation")
+    assert expected["status"] == "EXPECTED"
 
     # When the receipt arrives in time
     assert source.simulator.push_receipts(url, [source.simulator.secret_recording(call)]).ok
     [item] = archive.settled(source.source_id, call.call_id)
-    due = datetime.fromisoformat(expected["due_at"])
-    wait_for(lambda: datetime.now(due.tzinfo) > due, timeout=10, what="the grace period to pass")
+    let_the_grace_period_pass(archive, source.source_id, call.call_id)
     report = reconcile(stack, source.source_id)
 
     # Then reconciliation counts no lost push and the recording stays as it was

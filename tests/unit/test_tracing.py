@@ -29,12 +29,14 @@ import boto3
 
 with mock_aws():
     boto3.client("sqs").create_queue(QueueName="fetch")
+    from callvault.sources import webhook_document
+    source = {
+        "id": "office-pbx", "provider": "pbx", "webhook_token": sys.argv[1], "timezone": "Asia/Shanghai",
+        "pbx": {"base_url": "http://127.0.0.1:18088", "username": "api", "password": "apipass"},
+    }
+    # The webhook reads its own copy of the source, without the provider credentials.
     boto3.client("secretsmanager").create_secret(
-        Name="callvault/dev/sources/office-pbx",
-        SecretString=json.dumps({
-            "id": "office-pbx", "provider": "pbx", "webhook_token": sys.argv[1], "timezone": "Asia/Shanghai",
-            "pbx": {"base_url": "http://127.0.0.1:18088", "username": "api", "password": "apipass"},
-        }),
+        Name="callvault/dev/webhook/office-pbx", SecretString=json.dumps(webhook_document(source))
     )
     sys.path.insert(0, "functions/webhook")
     import app
@@ -88,6 +90,7 @@ def test_a_webhook_invocation_is_traced_with_its_aws_calls(daemon: socket.socket
             "POWERTOOLS_SERVICE_NAME": "callvault",
             "POWERTOOLS_METRICS_DISABLED": "true",
             "SOURCES_SECRET_PREFIX": "callvault/dev/sources/",
+            "WEBHOOK_SECRET_PREFIX": "callvault/dev/webhook/",
             "FETCH_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/fetch",
             "RECORDINGS_BUCKET": "recordings",
             "LEDGER_TABLE": "ledger",

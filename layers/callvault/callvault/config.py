@@ -29,6 +29,8 @@ class Settings:
     fetch_queue_url: str
     retry_state_machine_arn: str
     sources_secret_prefix: str
+    # The webhook's copies of the sources (no provider credentials); the only ones it may read.
+    webhook_secret_prefix: str
     retry: RetrySettings
     # Only the fetcher and the session keeper get it (the webhook function cannot name its
     # own API in the template without a cycle); they read it through public_webhook_base_url.
@@ -80,6 +82,7 @@ class Settings:
             fetch_queue_url=required("FETCH_QUEUE_URL"),
             retry_state_machine_arn=required("RETRY_STATE_MACHINE_ARN"),
             sources_secret_prefix=required("SOURCES_SECRET_PREFIX"),
+            webhook_secret_prefix=required("WEBHOOK_SECRET_PREFIX"),
             retry=retry,
             webhook_base_url=env.get("WEBHOOK_BASE_URL", "").strip().rstrip("/"),
             reconcile_queue_url=env.get("RECONCILE_QUEUE_URL", "").strip(),

@@ -1,9 +1,16 @@
 """Sources: the PBXs, call-centre instances and number pools whose recordings we archive.
 
-A source is one JSON document (the same shape as one entry of the local sources YAML file)
-stored as a Secrets Manager secret named ``{SOURCES_SECRET_PREFIX}{source_id}``, because it
-holds credentials. Functions read it through ``SourceDirectory`` (cached per container);
-operators and the local stack write it from a sources file (:mod:`callvault.sources_file`).
+A source is one JSON document (the same shape as one entry of the local sources YAML file),
+stored in Secrets Manager twice, because it holds credentials:
+
+- ``{SOURCES_SECRET_PREFIX}{source_id}``: the whole document, for the functions that call the
+  provider (fetcher, session keeper, reconciler);
+- ``{WEBHOOK_SECRET_PREFIX}{source_id}``: the same document without the provider's credentials
+  (``webhook_document``), the only one the internet-facing webhook may read (IAM says so): it
+  authenticates callers and parses their events, and never calls the provider.
+
+Functions read them through ``SourceDirectory`` (cached per container); operators and the local
+stack write both from a sources file (:mod:`callvault.sources_file`).
 """
 
 from __future__ import annotations
@@ -71,8 +78,12 @@ def parse_reconcile(raw: Any, defaults: ReconcileSettings, *, where: str) -> Rec
     return replace(defaults, enabled=enabled, **durations)
 
 
-def parse_source(raw: Any, *, where: str = "source") -> Source:
-    """Validate one source document; every problem names the field and the source."""
+def parse_source(raw: Any, *, where: str = "source", credentials: bool = True) -> Source:
+    """Validate one source document; every problem names the field and the source.
+
+    ``credentials=False`` reads the webhook's copy (``webhook_document``): the provider
+    credentials must be absent, and the source's settings cannot call the provider.
+    """
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: must be a mapping, got {type(raw).__name__}")
     source_id = raw.get("id")
@@ -114,7 +125,11 @@ def parse_source(raw: Any, *, where: str = "source") -> Source:
     retention = (
         whole_number(raw, "retention_days", None, where, low=1) if raw.get("retention_days") is not None else None
     )
-    settings = provider.parse_settings(section(raw, provider.name, where), where=f"{where}, {provider.name}")
+    provider_section = section(raw, provider.name, where)
+    held = sorted(provider.credential_fields & set(provider_section))
+    if held and not credentials:
+        raise ConfigError(f"{where}: the webhook's copy of a source must not hold {', '.join(held)}")
+    settings = provider.parse_settings(provider_section, where=f"{where}, {provider.name}", credentials=credentials)
     reconcile = parse_reconcile(raw.get("reconcile"), provider.reconcile_defaults, where=where)
     return Source(
         id=source_id,
@@ -130,17 +145,33 @@ def parse_source(raw: Any, *, where: str = "source") -> Source:
     )
 
 
+def webhook_document(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The webhook's copy of a valid source document: all of it but the provider credentials."""
+    provider = provider_named(str(raw["provider"]))
+    if provider is None:
+        raise ConfigError(f"source {raw.get('id')!r}: unknown provider {raw['provider']!r}")
+    document = dict(raw)
+    document[provider.name] = {
+        name: value for name, value in raw[provider.name].items() if name not in provider.credential_fields
+    }
+    return document
+
+
 class SourceDirectory:
     """Looks sources up in Secrets Manager, with a short per-container cache.
 
     The cache keeps the webhook fast and cheap; its TTL bounds how long a rotated
-    credential takes to reach warm containers.
+    credential takes to reach warm containers. ``credentials=False``: the secrets under
+    ``prefix`` are the webhook's copies (see the module docstring).
     """
 
-    def __init__(self, secrets_client: Any, prefix: str, ttl_seconds: float = 60.0) -> None:
+    def __init__(
+        self, secrets_client: Any, prefix: str, ttl_seconds: float = 60.0, *, credentials: bool = True
+    ) -> None:
         self._client = secrets_client
         self._prefix = prefix
         self._ttl = ttl_seconds
+        self._credentials = credentials
         self._cache: dict[str, tuple[float, Source]] = {}
         # Unknown ids are remembered too, so junk requests do not each cost a Secrets Manager read;
         # bounded, because the ids come from unauthenticated callers.
@@ -171,7 +202,7 @@ class SourceDirectory:
             raw = json.loads(reply["SecretString"])
         except (KeyError, json.JSONDecodeError):
             raise ConfigError(f"secret of source {source_id!r} is not a JSON document") from None
-        source = parse_source(raw)
+        source = parse_source(raw, credentials=self._credentials)
         if source.id != source_id:
             raise ConfigError(f"secret {self._prefix}{source_id} holds source {source.id!r}")
         self._cache[source_id] = (now, source)

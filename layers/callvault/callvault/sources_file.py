@@ -5,14 +5,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from callvault.errors import ConfigError
-from callvault.sources import parse_source
+from callvault.sources import parse_source, webhook_document
 
 
 def load_sources_file(path: str | Path) -> list[dict[str, Any]]:
@@ -37,15 +37,29 @@ def load_sources_file(path: str | Path) -> list[dict[str, Any]]:
     return raws
 
 
-def publish_sources_file(path: str | Path, secrets_client: Any, prefix: str) -> list[str]:
-    """Create or update one secret per source of a sources file; returns the source ids."""
+def publish_sources(
+    raws: Sequence[Mapping[str, Any]], secrets_client: Any, sources_prefix: str, webhook_prefix: str
+) -> list[str]:
+    """Create or update both secrets of each (validated) source: the whole document under
+    ``sources_prefix``, the webhook's copy under ``webhook_prefix``; returns the source ids."""
     published = []
-    for raw in load_sources_file(path):
-        name = f"{prefix}{raw['id']}"
-        secret = json.dumps(raw, ensure_ascii=False)
-        try:
-            secrets_client.create_secret(Name=name, SecretString=secret, Description="callvault source")
-        except secrets_client.exceptions.ResourceExistsException:
-            secrets_client.put_secret_value(SecretId=name, SecretString=secret)
-        published.append(raw["id"])
+    for raw in raws:
+        # The whole document first: should the webhook's copy then fail, pushes are refused (and
+        # reconciliation finds their calls) instead of being accepted for a source nobody can fetch.
+        _put_secret(secrets_client, f"{sources_prefix}{raw['id']}", raw)
+        _put_secret(secrets_client, f"{webhook_prefix}{raw['id']}", webhook_document(raw))
+        published.append(str(raw["id"]))
     return published
+
+
+def publish_sources_file(path: str | Path, secrets_client: Any, sources_prefix: str, webhook_prefix: str) -> list[str]:
+    """Validate a sources file as a whole, then publish each source (``publish_sources``)."""
+    return publish_sources(load_sources_file(path), secrets_client, sources_prefix, webhook_prefix)
+
+
+def _put_secret(secrets_client: Any, name: str, document: Mapping[str, Any]) -> None:
+    secret = json.dumps(document, ensure_ascii=False)
+    try:
+        secrets_client.create_secret(Name=name, SecretString=secret, Description="callvault source")
+    except secrets_client.exceptions.ResourceExistsException:
+        secrets_client.put_secret_value(SecretId=name, SecretString=secret)

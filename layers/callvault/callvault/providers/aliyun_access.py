@@ -34,6 +34,8 @@ ACCESS_FIELDS = frozenset(
         "read_timeout_seconds",
     }
 )
+# The access key pair (and STS token): kept out of the webhook's copy of a source.
+CREDENTIAL_FIELDS = frozenset({"access_key_id", "access_key_secret", "security_token"})
 # OSS buckets of both services live under aliyuncs.com (e.g. *.oss-cn-shanghai.aliyuncs.com).
 DEFAULT_DOWNLOAD_HOSTS = (".aliyuncs.com",)
 
@@ -41,12 +43,14 @@ DEFAULT_DOWNLOAD_HOSTS = (".aliyuncs.com",)
 @dataclass(frozen=True)
 class RpcAccess:
     endpoint: str
-    credentials: RpcCredentials
+    credentials: RpcCredentials | None  # None in the webhook's copy of a source
     region: str | None
     download_hosts: DownloadHosts
     read_timeout_seconds: float
 
     def client(self, version: str, http: requests.Session) -> AlibabaRpcClient:
+        if self.credentials is None:
+            raise ConfigError("this copy of the source has no access key (the webhook's): it cannot call the API")
         return AlibabaRpcClient(
             self.endpoint,
             version,
@@ -61,12 +65,12 @@ class RpcAccess:
         return open_signed_url(http, url, hosts=self.download_hosts, read_timeout=self.read_timeout_seconds)
 
 
-def parse_rpc_access(raw: Mapping[str, Any], *, where: str, default_endpoint: str) -> RpcAccess:
-    """Validate the access part of a provider section; errors name the field."""
-    key_id, secret = raw.get("access_key_id"), raw.get("access_key_secret")
-    if not isinstance(key_id, str) or not key_id or not isinstance(secret, str) or not secret:
-        raise ConfigError(f"{where}: access_key_id and access_key_secret are required")
-    token = optional_text(raw, "security_token", where, hint="the STS token text")
+def parse_rpc_access(
+    raw: Mapping[str, Any], *, where: str, default_endpoint: str, credentials: bool = True
+) -> RpcAccess:
+    """Validate the access part of a provider section; errors name the field.
+    ``credentials=False``: the webhook's copy, without the access key."""
+    access_key = _parse_credentials(raw, where=where) if credentials else None
     region = optional_text(raw, "region", where, hint="a region id like cn-shanghai")
     endpoint = str(raw.get("endpoint") or default_endpoint.format(region=region or "cn-shanghai")).rstrip("/")
     parts = urlsplit(endpoint)
@@ -76,8 +80,16 @@ def parse_rpc_access(raw: Mapping[str, Any], *, where: str, default_endpoint: st
     read_timeout = number(raw, "read_timeout_seconds", DEFAULT_READ_TIMEOUT, where, low=1, high=120)
     return RpcAccess(
         endpoint=endpoint,
-        credentials=RpcCredentials(access_key_id=key_id, access_key_secret=secret, security_token=token),
+        credentials=access_key,
         region=region,
         download_hosts=download_hosts,
         read_timeout_seconds=read_timeout,
     )
+
+
+def _parse_credentials(raw: Mapping[str, Any], *, where: str) -> RpcCredentials:
+    key_id, secret = raw.get("access_key_id"), raw.get("access_key_secret")
+    if not isinstance(key_id, str) or not key_id or not isinstance(secret, str) or not secret:
+        raise ConfigError(f"{where}: access_key_id and access_key_secret are required")
+    token = optional_text(raw, "security_token", where, hint="the STS token text")
+    return RpcCredentials(access_key_id=key_id, access_key_secret=secret, security_token=token)

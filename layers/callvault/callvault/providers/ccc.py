@@ -24,7 +24,7 @@ from typing import Any
 from callvault.errors import BadRequest, ConfigError, FetchError, PermanentFailure
 from callvault.models import WHOLE_CALL, FetchJob
 from callvault.providers.alibaba_rpc import AlibabaRpcClient, RpcError, classify, strip_url_quotes
-from callvault.providers.aliyun_access import ACCESS_FIELDS, RpcAccess, parse_rpc_access
+from callvault.providers.aliyun_access import ACCESS_FIELDS, CREDENTIAL_FIELDS, RpcAccess, parse_rpc_access
 from callvault.providers.events import event_file_name, event_id, first_text, jobs_from_events, json_events
 from callvault.providers.interface import (
     CallListing,
@@ -76,7 +76,7 @@ class CccSettings:
     reconcile_recordings: tuple[str, ...] = ("mono",)
 
 
-def _parse_settings(raw: Mapping[str, Any], *, where: str) -> CccSettings:
+def _parse_settings(raw: Mapping[str, Any], *, where: str, credentials: bool) -> CccSettings:
     reject_unknown(
         raw, ACCESS_FIELDS | {"api_version", "instance_id", "not_ready_window_seconds", "reconcile_recordings"}, where
     )
@@ -91,7 +91,7 @@ def _parse_settings(raw: Mapping[str, Any], *, where: str) -> CccSettings:
     return CccSettings(
         api_version=version,
         instance_id=text(raw, "instance_id", where),
-        access=parse_rpc_access(raw, where=where, default_endpoint=DEFAULT_ENDPOINT),
+        access=parse_rpc_access(raw, where=where, default_endpoint=DEFAULT_ENDPOINT, credentials=credentials),
         not_ready_window_seconds=whole_number(raw, "not_ready_window_seconds", DEFAULT_NOT_READY_WINDOW, where, low=0),
         reconcile_recordings=tuple(dict.fromkeys(kinds)),
     )
@@ -125,9 +125,10 @@ class CccProvider:
     name = "ccc"
     # A forwarded 2017 event is immediate; 2020 recording events follow once the file is written.
     reconcile_defaults = ReconcileSettings(wait_for_push=timedelta(minutes=30))
+    credential_fields = CREDENTIAL_FIELDS
 
-    def parse_settings(self, raw: Mapping[str, Any], *, where: str) -> CccSettings:
-        return _parse_settings(raw, where=where)
+    def parse_settings(self, raw: Mapping[str, Any], *, where: str, credentials: bool = True) -> CccSettings:
+        return _parse_settings(raw, where=where, credentials=credentials)
 
     def parse_webhook(self, source: Source, request: InboundRequest) -> WebhookReply:
         events = json_events(request, "a JSON object (one event) or a list of them")

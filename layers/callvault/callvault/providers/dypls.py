@@ -34,7 +34,7 @@ from callvault.download_hosts import parse_link
 from callvault.errors import BadRequest
 from callvault.models import WHOLE_CALL, FetchJob
 from callvault.providers.alibaba_rpc import RpcError, classify, strip_url_quotes
-from callvault.providers.aliyun_access import ACCESS_FIELDS, RpcAccess, parse_rpc_access
+from callvault.providers.aliyun_access import ACCESS_FIELDS, CREDENTIAL_FIELDS, RpcAccess, parse_rpc_access
 from callvault.providers.events import event_id, first_text, jobs_from_events, json_events
 from callvault.providers.interface import (
     InboundRequest,
@@ -73,10 +73,10 @@ class DyplsSettings:
     records_calls: bool = True
 
 
-def _parse_settings(raw: Mapping[str, Any], *, where: str) -> DyplsSettings:
+def _parse_settings(raw: Mapping[str, Any], *, where: str, credentials: bool) -> DyplsSettings:
     reject_unknown(raw, ACCESS_FIELDS | {"pool_key", "enqueue_call_reports", "records_calls"}, where)
     return DyplsSettings(
-        access=parse_rpc_access(raw, where=where, default_endpoint=DEFAULT_ENDPOINT),
+        access=parse_rpc_access(raw, where=where, default_endpoint=DEFAULT_ENDPOINT, credentials=credentials),
         pool_key=optional_text(raw, "pool_key", where, hint="the pool's key, e.g. FC123456"),
         enqueue_call_reports=boolean(raw, "enqueue_call_reports", False, where),
         records_calls=boolean(raw, "records_calls", True, where),
@@ -118,9 +118,10 @@ class DyplsProvider:
     name = "dypls"
     # The recording receipt follows hang-up by 15-20 minutes (the platform's own figure).
     reconcile_defaults = ReconcileSettings(interval=timedelta(minutes=5), wait_for_push=timedelta(minutes=30))
+    credential_fields = CREDENTIAL_FIELDS
 
-    def parse_settings(self, raw: Mapping[str, Any], *, where: str) -> DyplsSettings:
-        return _parse_settings(raw, where=where)
+    def parse_settings(self, raw: Mapping[str, Any], *, where: str, credentials: bool = True) -> DyplsSettings:
+        return _parse_settings(raw, where=where, credentials=credentials)
 
     def parse_webhook(self, source: Source, request: InboundRequest) -> WebhookReply:
         records = json_events(request, "a JSON array of receipt records")

@@ -149,9 +149,16 @@ class CallListing:
 class Provider(Protocol):
     name: str
     reconcile_defaults: ReconcileSettings
+    # Fields of the provider's section that are its credentials: they stay out of the webhook's
+    # copy of a source (the internet-facing function never calls the provider).
+    credential_fields: frozenset[str]
 
-    def parse_settings(self, raw: Mapping[str, Any], *, where: str) -> Any:
-        """Typed, validated provider section of a source; raises ConfigError naming ``where``."""
+    def parse_settings(self, raw: Mapping[str, Any], *, where: str, credentials: bool = True) -> Any:
+        """Typed, validated provider section of a source; raises ConfigError naming ``where``.
+
+        ``credentials=False``: the section comes without its ``credential_fields`` (the
+        webhook's copy), and settings parsed so refuse to make a provider client.
+        """
         ...
 
     def parse_webhook(self, source: Source, request: InboundRequest) -> WebhookReply:

@@ -28,6 +28,7 @@ from callvault.providers.interface import (
     WebhookReply,
 )
 from callvault.providers.pbx.api import (
+    CREDENTIAL_FIELDS,
     DOWNLOAD_TRIES,
     PbxClient,
     PbxSession,
@@ -126,9 +127,10 @@ class PbxProvider:
     name = PROVIDER_NAME
     # NewCdr goes out at hang-up; the PBX retries briefly, so ten minutes settle a call.
     reconcile_defaults = ReconcileSettings(wait_for_push=timedelta(minutes=10))
+    credential_fields = CREDENTIAL_FIELDS
 
-    def parse_settings(self, raw: Mapping[str, Any], *, where: str) -> PbxSettings:
-        return parse_settings(raw, where=where)
+    def parse_settings(self, raw: Mapping[str, Any], *, where: str, credentials: bool = True) -> PbxSettings:
+        return parse_settings(raw, where=where, credentials=credentials)
 
     def parse_webhook(self, source: Source, request: InboundRequest) -> WebhookReply:
         reports = json_events(request, "a JSON object (a PBX event report) or a list of them")

@@ -67,7 +67,7 @@ class PbxSettings:
 
     base_url: str
     username: str
-    password_md5: str
+    password_md5: str | None  # None in the webhook's copy of a source
     api_version: str = "v1.1.0"
     api_versions: Mapping[str, str] = field(default_factory=dict)
     allowed_download_ip: str | None = None
@@ -92,6 +92,8 @@ class RandomRefused(Exception):
     """The download did not return audio: the random was spent, stale or refused."""
 
 
+# The API password (or its md5): kept out of the webhook's copy of a source.
+CREDENTIAL_FIELDS = frozenset({"password", "password_md5"})
 SETTINGS_FIELDS = {
     "base_url",
     "username",
@@ -107,23 +109,16 @@ SETTINGS_FIELDS = {
 }
 
 
-def parse_settings(raw: Mapping[str, Any], *, where: str) -> PbxSettings:
-    """The ``pbx:`` section of a source; errors name ``where`` and the field."""
+def parse_settings(raw: Mapping[str, Any], *, where: str, credentials: bool = True) -> PbxSettings:
+    """The ``pbx:`` section of a source; errors name ``where`` and the field.
+    ``credentials=False``: the webhook's copy, without the password."""
     reject_unknown(raw, SETTINGS_FIELDS, where)
     base_url = str(raw.get("base_url", "")).rstrip("/")
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("",):
         raise ConfigError(f"{where}: base_url must look like https://pbx-host:port, got {raw.get('base_url')!r}")
     username = text(raw, "username", where)
-    if "password_md5" in raw:
-        password_md5 = str(raw["password_md5"]).lower()
-        if not re.fullmatch(r"[0-9a-f]{32}", password_md5):
-            raise ConfigError(f"{where}: password_md5 must be 32 hex digits")
-    elif isinstance(raw.get("password"), str) and raw["password"]:
-        # The API wants the md5 hex of the password; keep only that in memory.
-        password_md5 = hashlib.md5(raw["password"].encode()).hexdigest()  # noqa: S324 - vendor protocol
-    else:
-        raise ConfigError(f"{where}: password (or password_md5) is required")
+    password_md5 = _parse_password(raw, where=where) if credentials else None
     api_version = str(raw.get("api_version", "v1.1.0"))
     overrides = raw.get("api_versions") or {}
     if not isinstance(overrides, Mapping):
@@ -156,6 +151,18 @@ def parse_settings(raw: Mapping[str, Any], *, where: str) -> PbxSettings:
     )
 
 
+def _parse_password(raw: Mapping[str, Any], *, where: str) -> str:
+    if "password_md5" in raw:
+        password_md5 = str(raw["password_md5"]).lower()
+        if not re.fullmatch(r"[0-9a-f]{32}", password_md5):
+            raise ConfigError(f"{where}: password_md5 must be 32 hex digits")
+        return password_md5
+    if isinstance(raw.get("password"), str) and raw["password"]:
+        # The API wants the md5 hex of the password; keep only that in memory.
+        return hashlib.md5(raw["password"].encode()).hexdigest()  # noqa: S324 - vendor protocol
+    raise ConfigError(f"{where}: password (or password_md5) is required")
+
+
 class PbxClient:
     """The PBX API calls this project needs, with the vendor's error codes mapped to ours."""
 
@@ -164,6 +171,8 @@ class PbxClient:
         self._http = http
 
     def login(self, report_url: str | None) -> str:
+        if self._settings.password_md5 is None:
+            raise ConfigError("this copy of the source has no PBX password (the webhook's): it cannot log in")
         body: dict[str, str] = {"username": self._settings.username, "password": self._settings.password_md5}
         if report_url:
             report = urlsplit(report_url)
