@@ -30,7 +30,7 @@ def _dependencies() -> tuple[SourceDirectory, JobQueue, SignedDeliveries]:
         # never holds provider credentials (and IAM lets it read nothing else).
         SourceDirectory(boto3.client("secretsmanager"), config.webhook_secret_prefix, credentials=False),
         JobQueue(boto3.client("sqs"), config.fetch_queue_url),
-        SignedDeliveries(boto3.resource("dynamodb").Table(config.ledger_table), SIGNATURE_WINDOW),
+        SignedDeliveries(lambda: boto3.resource("dynamodb").Table(config.ledger_table), SIGNATURE_WINDOW),
     )
 
 

@@ -85,7 +85,8 @@ def post(
         query={},
         source_ip="203.0.113.7",
     )
-    deliveries = SignedDeliveries(table if table is not None else FakeTable(), SIGNATURE_WINDOW)
+    store = table if table is not None else FakeTable()
+    deliveries = SignedDeliveries(lambda: store, SIGNATURE_WINDOW)
     try:
         reply = receive(inbound, Sources(), queue, deliveries)  # type: ignore[arg-type]
     except RequestRejected as rejected:

@@ -117,7 +117,7 @@ def test_registration_writes_both_copies_and_the_webhook_needs_only_its_own(aws:
                 "x-callvault-signature": signature(raw["webhook_signing_secret"], stamp, body),
             }
         request = InboundRequest(source_id=raw["id"], body=body, headers=headers, query={}, source_ip="192.0.2.1")
-        reply = receive(request, webhook_sources, queue, SignedDeliveries(FakeTable(), SIGNATURE_WINDOW))
+        reply = receive(request, webhook_sources, queue, SignedDeliveries(FakeTable, SIGNATURE_WINDOW))
         assert reply.status_code == 200 and reply.jobs, provider
 
 

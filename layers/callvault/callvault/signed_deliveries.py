@@ -13,6 +13,8 @@ indexes' attributes, so operators' queries never see them.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -33,9 +35,15 @@ def delivery_key(source_id: str, timestamp: str, body: bytes) -> dict[str, str]:
 class SignedDeliveries:
     """Remembers signed deliveries in the ledger table until their signature expires."""
 
-    def __init__(self, table: Any, window_seconds: int) -> None:
-        self._table = table
+    def __init__(self, open_table: Callable[[], Any], window_seconds: int) -> None:
+        # Opened at the first signed delivery: most sources sign nothing, and a DynamoDB table
+        # resource costs about 20 ms of every cold start.
+        self._open_table = open_table
         self._window = window_seconds
+
+    @cached_property
+    def _table(self) -> Any:
+        return self._open_table()
 
     def admit(self, source_id: str, timestamp: int, body: bytes) -> dict[str, str]:
         """Remember this delivery and return its key; ``Conflict`` if it was received before."""
