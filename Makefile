@@ -72,10 +72,11 @@ deploy-prod: build
 clean:
 	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache
 
-## Register (create or update) the sources of SOURCES in Secrets Manager for STAGE.
+## Register (create or update) the sources of SOURCES in Secrets Manager for STAGE
+## (KMS_KEY_ARN: the stack's KmsKeyArn, to encrypt them with it).
 # SOURCES has no default here: the only file in the repository is the local sample, whose
 # tokens are public and whose provider addresses are loopback.
 STAGE ?= dev
 register-sources: venv
 	$(if $(SOURCES),,$(error register-sources needs SOURCES=your-sources.yaml (there is no default; see docs/deploy.md)))
-	$(BIN)/python -m callvault.register --stage $(STAGE) $(SOURCES)
+	$(BIN)/python -m callvault.register --stage $(STAGE) $(if $(KMS_KEY_ARN),--kms-key-id $(KMS_KEY_ARN)) $(SOURCES)

@@ -224,3 +224,16 @@ def test_the_template_and_the_register_command_agree_on_the_secret_names() -> No
     variables = load_template()["Globals"]["Function"]["Environment"]["Variables"]
     assert variables["SOURCES_SECRET_PREFIX"] == {"Fn::Sub": secret_prefix("${Stage}")}
     assert variables["WEBHOOK_SECRET_PREFIX"] == {"Fn::Sub": webhook_secret_prefix("${Stage}")}
+
+
+def test_registering_with_the_stacks_key_encrypts_both_copies_new_and_existing(aws: None, tmp_path: Path) -> None:
+    sources_file = tmp_path / "sources.yaml"
+    sources_file.write_text(yaml.safe_dump({"sources": [DOCUMENTS["dypls"]]}))
+    assert register_main(["--stage", "prod", str(sources_file)]) == 0  # first without a key
+    key = boto3.client("kms").create_key()["KeyMetadata"]["Arn"]
+
+    assert register_main(["--stage", "prod", "--kms-key-id", key, str(sources_file)]) == 0
+
+    secrets = boto3.client("secretsmanager")
+    for kind in ("sources", "webhook"):
+        assert secrets.describe_secret(SecretId=f"callvault/prod/{kind}/privacy-pool")["KmsKeyId"] == key

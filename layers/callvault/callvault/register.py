@@ -5,6 +5,7 @@ read: ``callvault/{stage}/sources/{id}`` (the whole source) and ``callvault/{sta
 (the webhook's copy, without the provider credentials). The file is validated first, as a
 whole: nothing is written if any source is malformed, or if a source points the functions at a
 loopback address (the local sample file, ``local/sources.yaml``, does: its tokens are public).
+With ``--kms-key-id`` (the stack's ``KmsKeyArn``), both secrets are encrypted with that key.
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m callvault.register", description=__doc__.splitlines()[0])
     parser.add_argument("sources_file", help="YAML file with a top-level 'sources:' list")
     parser.add_argument("--stage", default="dev", help="stack stage (template parameter Stage); default dev")
+    parser.add_argument(
+        "--kms-key-id",
+        default="",
+        help="the stack's KmsKeyArn: encrypt the secrets with it (default: the account's aws/secretsmanager key)",
+    )
     args = parser.parse_args(argv)
     import boto3
 
@@ -77,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         raws = load_sources_file(args.sources_file)
         refuse_loopback_addresses(raws)
         ids = publish_sources(
-            raws, boto3.client("secretsmanager"), secret_prefix(args.stage), webhook_secret_prefix(args.stage)
+            raws,
+            boto3.client("secretsmanager"),
+            secret_prefix(args.stage),
+            webhook_secret_prefix(args.stage),
+            kms_key_id=args.kms_key_id or None,
         )
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -38,16 +38,25 @@ def load_sources_file(path: str | Path) -> list[dict[str, Any]]:
 
 
 def publish_sources(
-    raws: Sequence[Mapping[str, Any]], secrets_client: Any, sources_prefix: str, webhook_prefix: str
+    raws: Sequence[Mapping[str, Any]],
+    secrets_client: Any,
+    sources_prefix: str,
+    webhook_prefix: str,
+    *,
+    kms_key_id: str | None = None,
 ) -> list[str]:
     """Create or update both secrets of each (validated) source: the whole document under
-    ``sources_prefix``, the webhook's copy under ``webhook_prefix``; returns the source ids."""
+    ``sources_prefix``, the webhook's copy under ``webhook_prefix``; returns the source ids.
+
+    ``kms_key_id`` (the stack's ``KmsKeyArn``) encrypts both with the customer's key instead of
+    the account's default ``aws/secretsmanager`` key, existing secrets included.
+    """
     published = []
     for raw in raws:
         # The whole document first: should the webhook's copy then fail, pushes are refused (and
         # reconciliation finds their calls) instead of being accepted for a source nobody can fetch.
-        _put_secret(secrets_client, f"{sources_prefix}{raw['id']}", raw)
-        _put_secret(secrets_client, f"{webhook_prefix}{raw['id']}", webhook_document(raw))
+        _put_secret(secrets_client, f"{sources_prefix}{raw['id']}", raw, kms_key_id)
+        _put_secret(secrets_client, f"{webhook_prefix}{raw['id']}", webhook_document(raw), kms_key_id)
         published.append(str(raw["id"]))
     return published
 
@@ -57,9 +66,11 @@ def publish_sources_file(path: str | Path, secrets_client: Any, sources_prefix: 
     return publish_sources(load_sources_file(path), secrets_client, sources_prefix, webhook_prefix)
 
 
-def _put_secret(secrets_client: Any, name: str, document: Mapping[str, Any]) -> None:
+def _put_secret(secrets_client: Any, name: str, document: Mapping[str, Any], kms_key_id: str | None) -> None:
     secret = json.dumps(document, ensure_ascii=False)
+    key = {"KmsKeyId": kms_key_id} if kms_key_id else {}
     try:
-        secrets_client.create_secret(Name=name, SecretString=secret, Description="callvault source")
+        secrets_client.create_secret(Name=name, SecretString=secret, Description="callvault source", **key)
     except secrets_client.exceptions.ResourceExistsException:
-        secrets_client.put_secret_value(SecretId=name, SecretString=secret)
+        # A new version of the value, and the key if one is given (re-encrypting from then on).
+        secrets_client.update_secret(SecretId=name, SecretString=secret, **key)
