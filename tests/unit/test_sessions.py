@@ -111,3 +111,35 @@ def test_a_hanging_pbx_does_not_stop_the_others_sessions(
         assert state.get("hanging-pbx", "pbx-session") is None
     finally:
         hanging.release()
+
+
+
+def test_a_rotated_webhook_token_opens_a_session_that_pushes_with_the_new_one(
+    simulators: tuple[PbxSimulator, PbxSimulator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pbx, _ = simulators
+    state = SessionStore()
+    runtime = ProviderRuntime(http=HttpClients(), state=state, webhook_base_url=WEBHOOK_BASE_URL)  # type: ignore[arg-type]
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        secrets = boto3.client("secretsmanager", region_name="us-east-1")
+
+        def register(source: dict[str, Any]) -> SourceDirectory:
+            publish_sources([source], secrets, secret_prefix("dev"), webhook_secret_prefix("dev"))
+            return SourceDirectory(secrets, secret_prefix("dev"), ttl_seconds=0)
+
+        source = pbx_source("office-pbx", pbx)
+        assert keep_sessions(register(source), runtime, time_left=lambda: LONG) == {"office-pbx": "login"}
+        old_token = pbx.live_tokens[0]
+
+        # Given the operator registers the source with a new webhook token
+        directory = register(source | {"webhook_token": "office-pbx-rotated-9876543210"})
+
+        # When the session keeper runs
+        done = keep_sessions(directory, runtime, time_left=lambda: LONG)
+
+        # Then the PBX pushes with the new token, and the session with the old one is closed
+        assert done == {"office-pbx": "re-login (report URL changed)"}
+        assert pbx.report_url is not None and pbx.report_url.endswith("?token=office-pbx-rotated-9876543210")
+        assert old_token not in pbx.live_tokens
+        assert keep_sessions(directory, runtime, time_left=lambda: LONG) == {"office-pbx": "heartbeat"}

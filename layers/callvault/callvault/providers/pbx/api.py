@@ -26,7 +26,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 
-from callvault.errors import ConfigError, PermanentFailure, RetryKind, RetryLater
+from callvault.errors import ConfigError, FetchError, PermanentFailure, RetryKind, RetryLater
 from callvault.http import (
     CONNECT_TIMEOUT,
     DEFAULT_READ_TIMEOUT,
@@ -370,7 +370,11 @@ class PbxSession:
 
     def login(self) -> str:
         token = self._client.login(self._report_url)
-        self._state.put(self._source.id, SESSION_STATE, {"token": token, "logged_in_at": iso(utc_now())})
+        self._state.put(
+            self._source.id,
+            SESSION_STATE,
+            {"token": token, "logged_in_at": iso(utc_now()), "report_url_sha256": _fingerprint(self._report_url)},
+        )
         return token
 
     def renew(self, stale_token: str) -> str:
@@ -395,12 +399,28 @@ class PbxSession:
         if not current or not isinstance(current.get("token"), str):
             self.login()
             return "login"
+        token = str(current["token"])
+        if current.get("report_url_sha256") != _fingerprint(self._report_url):
+            # The session pushes to the URL it was opened with: after a webhook token rotation (or a
+            # new PublicWebhookBaseUrl) a heartbeat would keep the PBX pushing with the old token,
+            # refused with 403. Close it (best effort: it dies anyway) and open one with the new URL.
+            try:
+                self._client.logout(token)
+            except (TokenRejected, FetchError):
+                pass
+            self.renew(token)
+            return "re-login (report URL changed)"
         try:
-            self._client.heartbeat(str(current["token"]))
+            self._client.heartbeat(token)
         except TokenRejected:
-            self.renew(str(current["token"]))
+            self.renew(token)
             return "re-login"
         return "heartbeat"
+
+
+def _fingerprint(url: str) -> str:
+    """What the session item keeps of its report URL: the URL holds the webhook token."""
+    return hashlib.sha256(url.encode()).hexdigest()
 
 
 def report_url(webhook_base_url: str, source: Source) -> str:
