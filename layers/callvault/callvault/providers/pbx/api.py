@@ -16,6 +16,7 @@ What the vendor docs impose, and how this module meets it:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -404,10 +405,8 @@ class PbxSession:
             # The session pushes to the URL it was opened with: after a webhook token rotation (or a
             # new PublicWebhookBaseUrl) a heartbeat would keep the PBX pushing with the old token,
             # refused with 403. Close it (best effort: it dies anyway) and open one with the new URL.
-            try:
+            with contextlib.suppress(TokenRejected, FetchError):
                 self._client.logout(token)
-            except (TokenRejected, FetchError):
-                pass
             self.renew(token)
             return "re-login (report URL changed)"
         try:
