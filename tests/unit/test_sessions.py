@@ -113,7 +113,6 @@ def test_a_hanging_pbx_does_not_stop_the_others_sessions(
         hanging.release()
 
 
-
 def test_a_rotated_webhook_token_opens_a_session_that_pushes_with_the_new_one(
     simulators: tuple[PbxSimulator, PbxSimulator], monkeypatch: pytest.MonkeyPatch
 ) -> None:
