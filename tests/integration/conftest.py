@@ -41,6 +41,9 @@ pytestmark = pytest.mark.integration
 ZONE = ZoneInfo("Asia/Shanghai")
 # Fast retries so that the workflow's waits (real time in moto) keep the suite short.
 RETRY_PARAMETERS = {"RetryMaxAttempts": "4", "RetryBaseDelaySeconds": "1", "RetryMaxDelaySeconds": "2"}
+# A miniature of the callvault shape, which pins the local runtime apart from the real handlers
+# (test_local_stack_parts.py, test_local_stack_mini.py).
+MINI = Path(__file__).resolve().parent / "fixtures" / "mini"
 
 
 @dataclass

@@ -1,9 +1,11 @@
-"""The local runtime: the SAM template deployed into moto, real handlers driven in execution environments.
+"""The local runtime running a miniature of the callvault shape, so the runtime is pinned
+independently of the real handlers: the SAM template deployed into moto and read back, HTTP API
+events and results, SQS delivery (partial batches, redrive), the state machine, schedules,
+execution environments and the local Lambda API.
 
-Most tests run a miniature of the callvault shape (tests/integration/fixtures/mini: an HttpApi
-function, an SQS queue with a redrive DLQ and a partial-batch consumer, a scheduled function,
-a STANDARD state machine using sqs:sendMessage) so the runtime is pinned independently of the
-real handlers; the last ones start the real template.yaml.
+The miniature (tests/integration/fixtures/mini) has an HttpApi function, an SQS queue with a
+redrive DLQ and a partial-batch consumer, a scheduled function, and a STANDARD state machine
+using sqs:sendMessage.
 """
 
 from __future__ import annotations
@@ -12,9 +14,6 @@ import base64
 import http.client
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,25 +27,12 @@ import yaml
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from callvault.sources import webhook_document
-from callvault.sources_file import load_sources_file
-from callvault.webhook import signature
-from local.emulator.errors import LocalStackError
 from local.emulator.execution_environment import EnvironmentFailed, HandlerError
-from local.emulator.http_api import HttpApiServer, HttpRoute, HttpRouter
-from local.emulator.moto_plan import check_rules, plan_for_moto, substitute_definition
-from local.emulator.packaging import Artifacts
-from local.emulator.scheduler import parse_rate_seconds
-from local.emulator.sqs_poller import failed_message_ids
 from local.emulator.stack import LocalStack
-from local.emulator.template import load_template
-from tests.conftest import eventually, sample_event
-from tests.integration.conftest import concurrently
+from tests.conftest import eventually
+from tests.integration.conftest import MINI, concurrently
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
-MINI = Path(__file__).resolve().parent / "fixtures" / "mini"
 
 
 def publish_mini_sources(path: Path, secrets_client: Any, prefix: str, webhook_prefix: str) -> list[str]:
@@ -86,164 +72,6 @@ def queue_depth(stack: LocalStack, queue_url: str) -> int:
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
     return sum(int(value) for value in attributes.values())
-
-
-# ------------------------------------------------------------------------------------------
-# Pieces that need no running stack
-# ------------------------------------------------------------------------------------------
-
-
-def test_template_short_tags_load_as_long_form(tmp_path: Path) -> None:
-    # Given a template using short intrinsic tags and an unquoted date
-    template = tmp_path / "t.yaml"
-    template.write_text(
-        "AWSTemplateFormatVersion: 2010-09-09\n"
-        "Resources:\n"
-        "  Q:\n"
-        "    Type: AWS::SQS::Queue\n"
-        "    Properties:\n"
-        "      A: !Ref X\n"
-        "      B: !GetAtt Y.Arn\n"
-        "      C: !Sub 'x-${AWS::Region}'\n"
-        "      D: !If [Cond, !Join ['', [a, b]], !Ref AWS::NoValue]\n"
-        "      E: !Select [0, !Split [',', 'a,b']]\n"
-        "      F: !Condition IsProd\n"
-    )
-    # When it is loaded
-    props = load_template(template)["Resources"]["Q"]["Properties"]
-    # Then tags become CloudFormation's long form and the date stays a string
-    assert load_template(template)["AWSTemplateFormatVersion"] == "2010-09-09"
-    assert props["A"] == {"Ref": "X"}
-    assert props["B"] == {"Fn::GetAtt": ["Y", "Arn"]}
-    assert props["C"] == {"Fn::Sub": "x-${AWS::Region}"}
-    assert props["D"] == {"Fn::If": ["Cond", {"Fn::Join": ["", ["a", "b"]]}, {"Ref": "AWS::NoValue"}]}
-    assert props["E"] == {"Fn::Select": [0, {"Fn::Split": [",", "a,b"]}]}
-    assert props["F"] == {"Condition": "IsProd"}
-
-
-def test_definition_substitution_keeps_context_object_paths() -> None:
-    definition = '{"QueueUrl": "${QueueUrl}", "Token.$": "$$.Task.Token", "Other": "${Unknown}"}'
-    result = substitute_definition(definition, {"QueueUrl": "https://q"})
-    assert json.loads(result) == {"QueueUrl": "https://q", "Token.$": "$$.Task.Token", "Other": "${Unknown}"}
-
-
-def test_what_moto_cannot_wire_up_is_set_aside_with_the_outputs_that_name_it() -> None:
-    # Given a dashboard showing an alarm (moto's CloudFormation creates no alarms) and an output naming it
-    translated = {
-        "Resources": {
-            "Jobs": {"Type": "AWS::SQS::Queue", "Properties": {}},
-            "Board": {
-                "Type": "AWS::CloudWatch::Dashboard",
-                "Properties": {"DashboardBody": {"Fn::Sub": '{"alarms": ["${JobsAlarm.Arn}"]}'}},
-            },
-        },
-        "Outputs": {
-            "BoardUrl": {"Value": {"Fn::Sub": "https://console/#dashboards:name=${Board}"}},
-            "JobsUrl": {"Value": {"Ref": "Jobs"}},
-        },
-    }
-    plan = plan_for_moto(translated, Artifacts("artifacts", {}), {})
-    # Then moto gets neither; the rest stays
-    assert list(plan.body["Resources"]) == ["Jobs"]
-    assert list(plan.body["Outputs"]) == ["JobsUrl"]
-
-
-def test_template_rules_are_checked_as_cloudformation_checks_them() -> None:
-    template = {
-        "Parameters": {"Stage": {"Default": "dev"}, "Email": {"Default": ""}},
-        "Rules": {
-            "ProdHasEmail": {
-                "RuleCondition": {"Fn::Equals": [{"Ref": "Stage"}, "prod"]},
-                "Assertions": [
-                    {
-                        "Assert": {"Fn::Not": [{"Fn::Equals": [{"Ref": "Email"}, ""]}]},
-                        "AssertDescription": "prod needs Email",
-                    }
-                ],
-            }
-        },
-    }
-    check_rules(template, {})  # dev: the rule does not apply
-    check_rules(template, {"Stage": "prod", "Email": "ops@example.com"})
-    with pytest.raises(LocalStackError, match="rule ProdHasEmail refuses these parameters: prod needs Email"):
-        check_rules(template, {"Stage": "prod"})
-    template["Rules"]["ProdHasEmail"]["Assertions"][0]["Assert"] = {"Fn::EachMemberIn": [[], []]}
-    with pytest.raises(LocalStackError, match="uses Fn::EachMemberIn"):
-        check_rules(template, {"Stage": "prod"})
-
-
-def test_router_prefers_specific_routes() -> None:
-    router = HttpRouter(
-        [
-            HttpRoute("ANY", "/webhooks/{source_id}", "Any"),
-            HttpRoute("POST", "/webhooks/{source_id}", "Param"),
-            HttpRoute("POST", "/webhooks/health", "Literal"),
-            HttpRoute("GET", "/files/{path+}", "Greedy"),
-        ]
-    )
-    assert router.match("POST", "/webhooks/health") == (HttpRoute("POST", "/webhooks/health", "Literal"), {})
-    assert router.match("POST", "/webhooks/pbx%2D1")[1] == {"source_id": "pbx-1"}  # type: ignore[index]
-    assert router.match("PUT", "/webhooks/x")[0].function_id == "Any"  # type: ignore[index]
-    assert router.match("GET", "/files/a/b.wav")[1] == {"path": "a/b.wav"}  # type: ignore[index]
-    assert router.match("GET", "/webhooks/x/y") is None
-
-
-def test_http_api_queues_a_burst_of_connections_like_a_front_end() -> None:
-    # Given the HTTP API bound but not accepting yet, as while a burst of webhooks arrives
-    server = HttpApiServer([])
-    clients: list[socket.socket] = []
-    try:
-        # When 40 clients connect at once, Then every handshake completes without a SYN retry (~1 s)
-        for _ in range(40):
-            clients.append(socket.create_connection(("127.0.0.1", server.port), timeout=0.5))
-    finally:
-        for client in clients:
-            client.close()
-        server.stop()
-
-
-def test_batch_item_failures_follow_lambda_rules() -> None:
-    ids = ["a", "b", "c"]
-    assert failed_message_ids(None, ids) == set()
-    assert failed_message_ids({}, ids) == set()
-    assert failed_message_ids({"batchItemFailures": []}, ids) == set()
-    assert failed_message_ids({"batchItemFailures": [{"itemIdentifier": "b"}]}, ids) == {"b"}
-    # An identifier that is empty or not in the batch fails the whole batch.
-    assert failed_message_ids({"batchItemFailures": [{"itemIdentifier": ""}]}, ids) == set(ids)
-    assert failed_message_ids({"batchItemFailures": [{"itemIdentifier": "zzz"}]}, ids) == set(ids)
-    assert failed_message_ids({"batchItemFailures": [{"id": "a"}]}, ids) == set(ids)
-
-
-def test_rates_parse() -> None:
-    assert parse_rate_seconds("rate(5 minutes)") == 300
-    assert parse_rate_seconds("rate(1 hour)") == 3600
-    assert parse_rate_seconds("cron(0 * * * ? *)") is None
-
-
-def test_missing_inputs_are_one_line_errors(tmp_path: Path) -> None:
-    with pytest.raises(LocalStackError, match="template not found"):
-        LocalStack(tmp_path / "nope.yaml").start()
-    with pytest.raises(LocalStackError, match="sources file not found"):
-        LocalStack(MINI / "template.yaml", sources_file=tmp_path / "nope.yaml").start()
-
-
-def test_cli_reports_a_missing_sources_file_without_traceback(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "layers" / "callvault")])}
-    result = subprocess.run(  # noqa: S603 - fixed argv
-        [sys.executable, "-m", "local", "--sources", str(tmp_path / "none.yaml"), "--state", str(tmp_path / "s.json")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"error: sources file {tmp_path / 'none.yaml'} does not exist"]
-
-
-# ------------------------------------------------------------------------------------------
-# The miniature stack
-# ------------------------------------------------------------------------------------------
 
 
 class TestMiniStack:
@@ -580,105 +408,3 @@ class TestMiniStack:
         other = requests.get(stack.state["lambda_endpoint_url"] + "/2015-03-31/functions", timeout=10)
         assert other.status_code == 404 and other.json()["message"]
         assert echo_invocations() == before
-
-
-# ------------------------------------------------------------------------------------------
-# The real template
-# ------------------------------------------------------------------------------------------
-
-
-@pytest.mark.skipif(not (ROOT / "template.yaml").exists(), reason="template.yaml not written yet")
-def test_real_template_runs_locally(tmp_path: Path) -> None:
-    # Given the real template and the local sources file
-    with LocalStack(
-        ROOT / "template.yaml",
-        sources_file=ROOT / "local" / "sources.yaml",
-        state_file=tmp_path / "state.json",
-        run_schedules=False,
-    ) as stack:
-        # Then the four functions run from their source directories with the core layer
-        assert set(stack.functions) == {
-            "WebhookFunction",
-            "FetcherFunction",
-            "PbxSessionKeeperFunction",
-            "ReconcilerFunction",
-        }
-        for spec in stack.functions.values():
-            assert spec.layer_dirs == (ROOT / "layers" / "callvault",)
-        assert [(r.method, r.path) for r in stack.routes] == [("POST", "/webhooks/{source_id}")]
-        assert sorted((m.function_id, m.batch_size, m.report_batch_item_failures) for m in stack.queue_mappings) == [
-            ("FetcherFunction", 1, True),
-            ("ReconcilerFunction", 1, True),
-        ]
-        assert sorted((s.function_id, s.interval_seconds) for s in stack.schedules) == [
-            ("PbxSessionKeeperFunction", 300),
-            ("ReconcilerFunction", 300),
-        ]
-        state = json.loads((tmp_path / "state.json").read_text())
-        for key in ("bucket", "table", "queue_url", "dlq_url", "state_machine_arn", "alert_topic_arn"):
-            assert state[key], key
-        assert state["outputs"]["WebhookUrl"] == state["webhook_url_template"]
-        # The functions the template gives the webhook's URL get the local one; the webhook does not
-        assert stack.runner is not None
-        assert stack.runner.environment_of("FetcherFunction")["WEBHOOK_BASE_URL"] == state["webhook_base_url"]
-        assert "WEBHOOK_BASE_URL" not in stack.runner.environment_of("WebhookFunction")
-        # No X-Ray daemon here: the handlers' Tracer is off
-        assert stack.runner.environment_of("WebhookFunction")["POWERTOOLS_TRACE_DISABLED"] == "true"
-        # The dashboard is set aside (it shows alarms, which moto does not create), the rest is there
-        assert "DashboardUrl" not in state["outputs"] and state["outputs"]["AlertTopicArn"]
-        # And the webhook answers from the real handler: a wrong token enqueues nothing
-        url = state["webhook_url_template"].format(source_id="office-pbx")
-        reply = requests.post(url, json={"action": "NewCdr"}, headers={"X-Webhook-Token": "wrong"}, timeout=10)
-        assert reply.status_code == 403
-        unknown = requests.post(state["webhook_url_template"].format(source_id="nobody"), json={}, timeout=10)
-        assert unknown.status_code == 404
-        assert_the_webhook_authenticates_every_provider_from_its_own_copies(stack)
-        stack.wait_idle(10)
-        assert not [i for i in stack.runner.invocations if i.function_id == "FetcherFunction"]  # type: ignore[union-attr]
-
-
-# Per source of local/sources.yaml: an event the webhook acknowledges without a job, and its answer.
-# (The CCC and Dypls answers name the instance or pool: read from the webhook's copy of the source.)
-UNFETCHED_EVENTS = {
-    "office-pbx": (sample_event("pbx/extension-status.json"), 200, {"status": "Success"}),
-    "shop-ccc": ({"eventType": "CDRReady", "contactId": "1"}, 200, {"code": "OK", "message": "accepted", "jobs": 0}),
-    "shop-ccc-2020": (
-        {"eventType": "CDRReady", "contactId": "1"},
-        200,
-        {"code": "OK", "message": "accepted", "jobs": 0},
-    ),
-    "privacy-pool": (
-        [{"pool_key": "FC000000", "call_id": "1"}],
-        400,
-        {"error": "record 0: record is for pool 'FC000000', this source is 'FC123456'"},
-    ),
-}
-
-
-def assert_the_webhook_authenticates_every_provider_from_its_own_copies(stack: LocalStack) -> None:
-    """The webhook reads only the credential-free copies of the sources, and with them alone
-    authenticates and parses every provider's calls (the template's IAM enforces it in AWS)."""
-    assert stack.runner is not None
-    environment = stack.runner.environment_of("WebhookFunction")
-    secrets = stack.client("secretsmanager")
-    sources = {raw["id"]: raw for raw in load_sources_file(ROOT / "local" / "sources.yaml")}
-    assert sorted(sources) == sorted(UNFETCHED_EVENTS)
-    for source_id, raw in sources.items():
-        provider = raw["provider"]
-        read = secrets.get_secret_value(SecretId=environment["WEBHOOK_SECRET_PREFIX"] + source_id)
-        copy = json.loads(read["SecretString"])
-        assert copy == webhook_document(raw) and {"access_key_secret", "password"}.isdisjoint(copy[provider])
-
-        event, status, answer = UNFETCHED_EVENTS[source_id]
-        body = json.dumps(event).encode()
-        url = stack.state["webhook_url_template"].format(source_id=source_id)
-        headers = {"Content-Type": "application/json", "X-Webhook-Token": raw["webhook_token"]}
-        if raw.get("webhook_signing_secret"):
-            stamp = str(int(time.time()))
-            signed = signature(raw["webhook_signing_secret"], stamp, body)
-            headers |= {"X-Callvault-Timestamp": stamp, "X-Callvault-Signature": signed}
-        missing = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=10)
-        wrong = requests.post(url, data=body, headers={**headers, "X-Webhook-Token": "wrong-token"}, timeout=10)
-        reply = requests.post(url, data=body, headers=headers, timeout=10)
-        assert (missing.status_code, wrong.status_code) == (401, 403), source_id
-        assert (reply.status_code, reply.json()) == (status, answer), source_id
