@@ -9,7 +9,7 @@ STATE ?= .local/state.json
 export SAM_CLI_TELEMETRY := 0
 export PYTHONPATH := $(CURDIR):$(CURDIR)/layers/callvault
 
-.PHONY: venv demo local test unit integration lint format typecheck validate build bench deploy-dev deploy-prod clean register-sources
+.PHONY: venv demo local test unit integration lint format typecheck validate build bench bench-transfer deploy-dev deploy-prod clean register-sources
 
 venv: $(STAMP)
 
@@ -62,6 +62,11 @@ build: venv
 
 bench: venv
 	$(BIN)/python -m bench
+
+## Issue 9's transfer benchmark: five ways to copy a URL into S3 at 1 MiB, 100 MiB and 1 GiB, a
+## transfer broken at 50 %, handler cold starts (docs/benchmarks.md). BENCH_ARGS= passes options.
+bench-transfer: venv
+	$(BIN)/python -m bench.transfer $(BENCH_ARGS)
 
 deploy-dev: build
 	$(BIN)/sam deploy --config-env dev

@@ -32,7 +32,7 @@ from bench.generated_data import sha256_of
 from bench.handlers_cold_start import cold_start_table, measure_cold_starts
 from bench.processes import MIB, ROOT, ServerProcess, clean_environment, run_measured
 from bench.targets import evaluate, targets_table
-from bench.transfer_summary import summarise, transfer_table
+from bench.transfer_summary import peer_label, summarise, transfer_table
 
 PEERS = ("download-only", "upload-only", "naive", "smart_open", "callvault")
 BUCKET = "bench-transfer"
@@ -93,6 +93,7 @@ def measure_transfers(sizes_mib: list[int], runs: int, break_at: float) -> list[
                                 **result,
                                 "served_bytes": served["bytes"],
                                 "served_requests": served["requests"],
+                                "served_ranges": served["ranges"],
                                 # upload-only reads the generator, not the server: nothing to re-download
                                 "redownloaded_bytes": None if peer == "upload-only" else served["bytes"] - size,
                             }
@@ -125,10 +126,9 @@ def _check(s3: Any, peer: str, result: dict[str, Any], size: int, expected_sha25
 
 
 def _progress(run: dict[str, Any]) -> str:
-    broken = f", break at {run['break_at']:.0%}" if run["break_at"] else ""
     return (
-        f"{run['size_mib']} MiB {run['peer']}{broken} (round {run['round']}): {run['seconds']:.2f} s,"
-        f" peak RSS {run['peak_rss_mib']:.0f} MiB, {run['served_bytes']} bytes served"
+        f"{run['size_mib']} MiB {peer_label(run['peer'], run['break_at'])} (round {run['round']}):"
+        f" {run['seconds']:.2f} s, peak RSS {run['peak_rss_mib']:.0f} MiB, {run['served_bytes']} bytes served"
     )
 
 
