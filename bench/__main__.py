@@ -1,5 +1,8 @@
 """Benchmarks: ``python -m bench`` (``make bench``). Figures and targets: docs/benchmarks.md.
 
+(The transfer benchmark, callvault against its peers and the handlers' cold starts, is
+``python -m bench.transfer``: ``make bench-transfer``.)
+
 1. S3 streaming (the fetcher's writer): files of growing size streamed through
    ``callvault.streaming.upload_stream`` into a moto server running in its own process, so
    the measured process holds only our side. Throughput without tracing, then the peak of
