@@ -21,7 +21,6 @@ from callvault.fetching import Fetcher
 from callvault.ledger import RecordingLedger
 from callvault.models import FetchJob
 from callvault.providers.interface import PendingDownload, ReconcileSettings, Source
-from callvault.streaming import StorageFailed
 from tests.fakes import FakeS3, FakeTable, chunks
 
 AUDIO = b"RIFF" + bytes(range(256)) * 64
@@ -231,21 +230,22 @@ def test_a_transfer_that_keeps_breaking_leaves_no_object_and_no_open_upload(worl
     assert item["status"] == "RETRY_SCHEDULED" and "lease_id" not in item
 
 
-def test_s3_refusing_a_part_aborts_the_upload_and_the_redelivered_job_archives_the_file(world: World) -> None:
+def test_s3_refusing_a_part_aborts_the_upload_and_the_retried_job_archives_the_file(world: World) -> None:
     world.provider.files["c1"] = {"a.wav": AUDIO}
     world.s3.refuse_part = 3
 
-    with pytest.raises(StorageFailed, match=r"upload part 3 \(InternalError\)"):
-        world.fetcher.process(job(file_name="a.wav"), lease_seconds=60, delivery_id="m1")
+    report = world.fetcher.process(job(file_name="a.wav"), lease_seconds=60, delivery_id="m1")
 
-    # No part left behind, and the file waits for SQS to deliver the message again
+    # No part left behind; the retry workflow has the job, and the ledger says why
     assert world.s3.list_multipart_uploads()["Uploads"] == [] and len(world.s3.aborted) == 1
+    assert report.handed_over == "S3 could not upload part 3 (InternalError); the upload was aborted"
+    [(handed, plan)] = world.workflow.handed_over
+    assert (plan.error, plan.give_up) == ("StorageUnavailable", False)
     item = world.item("c1", "a.wav")
     assert item["status"] == "RETRY_SCHEDULED" and "lease_id" not in item
-    assert item["reason"].startswith("S3 could not upload part 3 (InternalError)")
-    assert world.workflow.handed_over == []
+    assert item["reason"] == report.handed_over
 
-    world.fetcher.process(job(file_name="a.wav"), lease_seconds=60, delivery_id="m1")
+    world.fetcher.process(handed.next_attempt(), lease_seconds=60, delivery_id="m2")
 
     assert world.s3.objects["recordings/pool/2026/12/01/c1/a.wav"] == [AUDIO]
     assert world.item("c1", "a.wav")["status"] == "STORED"

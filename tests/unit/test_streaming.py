@@ -319,8 +319,10 @@ def test_a_body_broken_off_by_the_server_resumes_with_a_range_request(oss: OssSi
     stored = store(s3, oss_opener(oss))
 
     assert s3.objects[KEY] == [DATA * 4] and stored.sha256 == hashlib.sha256(DATA * 4).hexdigest()
-    assert [entry.status for entry in oss.request_log] == [200, 206]
-    # Re-downloaded: at most what had come before the break (a reset may drop what was unread)
+    statuses = [entry.status for entry in oss.request_log]
+    # A close delivers every byte before it, so the resume asks for the rest; a reset may drop
+    # what the client had not read yet (even all of it: then the resume asks for the whole file)
+    assert statuses == [200, 206] if how == "close" else statuses[0] == 200 and len(statuses) == 2
     assert oss.counters["bytes_sent"] - len(DATA * 4) <= 3 * PART + 17
 
 

@@ -7,8 +7,9 @@ Every way an attempt can end is decided here:
 - skipped because another delivery of the same job holds the lease right now;
 - a ``FetchError``: the ledger notes the reason and the retry workflow takes the job over
   (wait and re-enqueue, or mark FAILED and notify), and the queue message is done;
-- anything else (a bug, AWS unreachable, S3 refusing the upload: ``StorageFailed``) propagates,
-  so SQS redelivers the message and, after the redrive limit, parks it in the DLQ behind an alarm.
+- anything else (a bug, AWS unreachable) propagates, so SQS redelivers the message and, after
+  the redrive limit, parks it in the DLQ behind an alarm. (S3 refusing the upload is a
+  ``FetchError`` like a provider's trouble: the retry workflow, with the reason.)
 
 A download that breaks mid-way is resumed within the attempt (``callvault.streaming``); when the
 link it came from has expired by then, a fresh one is resolved through the provider.
@@ -35,7 +36,7 @@ from callvault.observability import logger, record_archived, record_failure, rec
 from callvault.providers.interface import DownloadStream, PendingDownload, ProviderRuntime, Source
 from callvault.retry_policy import plan_retry
 from callvault.sources import SourceDirectory
-from callvault.streaming import StorageFailed, store_download
+from callvault.streaming import store_download
 from callvault.timefmt import utc_now
 
 
@@ -118,10 +119,9 @@ class Fetcher:
         except FetchError as error:
             self._hand_over(job, error, failed_key, lease_id, delivery_id)
             report.handed_over = error.reason
-        except BaseException as exc:
+        except BaseException:
             if lease_id:  # let the redelivered message claim the file again at once
-                cause = str(exc) if isinstance(exc, StorageFailed) else "fetcher error"
-                self._ledger.release(job, failed_key, Status.RETRY_SCHEDULED, f"{cause}, SQS redelivers", lease_id)
+                self._ledger.release(job, failed_key, Status.RETRY_SCHEDULED, "fetcher error, SQS redelivers", lease_id)
             raise
         return report
 

@@ -25,16 +25,17 @@ time_left=)``; ``open_at(offset)`` opens the file from byte ``offset`` (``Pendin
   upload. The whole-file SHA-256 goes to the ledger and the caller's metadata as before.
 - **Resume.** A body that breaks (reset, truncated, a read that stalls past the read timeout)
   keeps the parts uploaded, the part being filled and the running hashes, and asks ``open_at``
-  for the rest (``Range: bytes=N-``, N = the bytes already read). A reply that starts at N and
+  for the rest (``Range: bytes=N-``, N = the bytes already read; the HTTP client drops a read
+  that a break cut short, so at most one read chunk comes twice). A reply that starts at N and
   names the same total goes on; a whole file (the provider ignored ``Range``) restarts cleanly:
   hashes from zero, parts from number 1 again (S3 overwrites a part number; the uploads in flight
   are waited for first). At most ``max_resumes`` per attempt, and none with less than
   ``resume_needs_seconds`` left: then the attempt ends as a retry.
 - **Failure.** Any failure, read or upload, stops the parts not yet sent, waits for those being
   sent, and aborts the multipart upload: no part is left behind and no half object is visible.
-  A download failure is a ``TransferBroken`` (the retry workflow); an S3 failure a
-  ``StorageFailed``, which like any AWS trouble goes back to SQS (redelivered, then the alarmed
-  DLQ), never to FAILED.
+  A download that cannot be finished is a ``TransferBroken``, S3 refusing a call (after the
+  SDK's own retries) a ``StorageFailed``: both retryable, so the retry workflow waits and tries
+  again, and ends the job FAILED with the reason if it never works. A bug raises as itself.
 """
 
 from __future__ import annotations
@@ -79,9 +80,11 @@ class TransferBroken(RetryLater):
         super().__init__(RetryKind.TRANSFER_FAILED, reason)
 
 
-class StorageFailed(Exception):
-    """S3 refused a call or could not be reached; the upload was aborted. Deliberately not a
-    ``FetchError``: the job goes back to SQS like on any AWS trouble."""
+class StorageFailed(RetryLater):
+    """S3 refused a call or could not be reached (after the SDK's retries); the upload was aborted."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(RetryKind.STORAGE_UNAVAILABLE, reason)
 
 
 def store_download(
