@@ -15,9 +15,9 @@ import pytest
 import requests
 import urllib3
 
-from callvault.config import TransferSettings
+from callvault.config import Settings, TransferSettings
 from callvault.download_hosts import DownloadHosts
-from callvault.errors import RetryKind, RetryLater
+from callvault.errors import ConfigError, RetryKind, RetryLater
 from callvault.models import StoredObject
 from callvault.signed_download import open_signed_url
 from callvault.streaming import Opener, StorageFailed, TransferBroken, store_download, upload_stream
@@ -352,3 +352,25 @@ def test_upload_stream_feeds_the_same_engine_from_an_iterable() -> None:
     )
 
     assert s3.objects[KEY] == [DATA] and stored.content_type == "audio/wav"
+
+
+# --------------------------------------------------------------------------- settings
+
+
+BASE_ENV = {
+    "RECORDINGS_BUCKET": "b",
+    "LEDGER_TABLE": "t",
+    "FETCH_QUEUE_URL": "q",
+    "RETRY_STATE_MACHINE_ARN": "arn",
+    "SOURCES_SECRET_PREFIX": "s/",
+    "WEBHOOK_SECRET_PREFIX": "w/",
+}
+
+
+def test_the_part_size_comes_from_the_environment_within_what_s3_and_the_memory_allow() -> None:
+    assert Settings.from_env(BASE_ENV).transfer == TransferSettings()
+    assert Settings.from_env(BASE_ENV).transfer.memory_bound == 41 * 1024 * 1024
+    assert Settings.from_env({**BASE_ENV, "TRANSFER_PART_SIZE_MIB": "5"}).transfer.part_size == 5 * 1024 * 1024
+    for wrong in ("4", "65", "big"):
+        with pytest.raises(ConfigError, match="TRANSFER_PART_SIZE_MIB"):
+            Settings.from_env({**BASE_ENV, "TRANSFER_PART_SIZE_MIB": wrong})
