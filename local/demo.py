@@ -160,7 +160,8 @@ def run(sources_file: Path, state_file: Path, timeout: float) -> int:
             stack.run_schedules_now()  # the session keeper logs in; the PBX now pushes its reports
             for simulation in simulations.values():
                 if isinstance(simulation.simulator, PbxSimulator):
-                    # One transfer breaks off half-way: it is retried, never half-stored.
+                    # One transfer breaks off half-way: the PBX ignores Range, so the fetcher
+                    # restarts it within the attempt; nothing is ever half-stored.
                     simulation.simulator.set_fault("truncate", 1)
             started = time.monotonic()
             print("ending calls:")

@@ -9,9 +9,12 @@ key attributes is not in it). ``FakeS3`` keeps objects and multipart uploads in 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import threading
 import uuid
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -268,38 +271,114 @@ class FakeTable:
 
 @dataclass
 class FakeS3:
-    """Objects and multipart uploads of one versioned bucket, in memory."""
+    """Objects and multipart uploads of one versioned bucket, in memory, checked like S3 checks
+    them: a part or object whose declared checksum (CRC32 of a part, SHA-256 of a PutObject)
+    does not match its bytes is refused with BadDigest, and completing checks the listed parts.
+    Thread-safe (uploads come from several threads). ``refuse_part`` makes S3 refuse that part
+    number once (InternalError); while ``parts_held`` is clear, upload_part waits for it."""
 
     objects: dict[str, list[bytes]] = field(default_factory=dict)  # key → versions, oldest first
     uploads: dict[str, dict[int, bytes]] = field(default_factory=dict)
     aborted: list[str] = field(default_factory=list)
     metadata: dict[str, dict[str, str]] = field(default_factory=dict)
+    created: dict[str, dict[str, Any]] = field(default_factory=dict)  # upload id → create parameters
+    checksums: dict[str, dict[str, str]] = field(default_factory=dict)  # key → checksum of the object
+    part_checksums: dict[str, dict[int, str]] = field(default_factory=dict)
+    requests: list[str] = field(default_factory=list)
+    refuse_part: int | None = None
+    parts_held: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self.parts_held.set()
 
     def create_multipart_upload(
-        self, *, Key: str, Metadata: Mapping[str, str] | None = None, **_: Any
+        self, *, Key: str, Metadata: Mapping[str, str] | None = None, **params: Any
     ) -> dict[str, str]:
         upload_id = uuid.uuid4().hex
-        self.uploads[upload_id] = {}
-        self.metadata[upload_id] = dict(Metadata or {})
+        with self._lock:
+            self.requests.append("CreateMultipartUpload")
+            self.uploads[upload_id] = {}
+            self.part_checksums[upload_id] = {}
+            self.metadata[upload_id] = dict(Metadata or {})
+            self.created[upload_id] = {"Key": Key, **params}
         return {"UploadId": upload_id}
 
-    def upload_part(self, *, UploadId: str, PartNumber: int, Body: bytes, **_: Any) -> dict[str, str]:
-        self.uploads[UploadId][PartNumber] = bytes(Body)
-        return {"ETag": f'"{PartNumber}"'}
+    def upload_part(self, *, UploadId: str, PartNumber: int, Body: bytes, **params: Any) -> dict[str, str]:
+        self.parts_held.wait()
+        data = bytes(Body)
+        with self._lock:
+            self.requests.append(f"UploadPart {PartNumber}")
+            if self.refuse_part == PartNumber:
+                self.refuse_part = None
+                raise _s3_error("InternalError", "UploadPart")
+            if UploadId not in self.uploads:
+                raise _s3_error("NoSuchUpload", "UploadPart")
+            declared = params.get("ChecksumCRC32")
+            if declared is not None and declared != crc32_b64(data):
+                raise _s3_error("BadDigest", "UploadPart")
+            self.uploads[UploadId][PartNumber] = data
+            if declared is not None:
+                self.part_checksums[UploadId][PartNumber] = declared
+        return {"ETag": f'"{hashlib.md5(data).hexdigest()}"'}
 
-    def complete_multipart_upload(self, *, Key: str, UploadId: str, **_: Any) -> dict[str, str]:
-        parts = self.uploads.pop(UploadId)
-        self.objects.setdefault(Key, []).append(b"".join(parts[n] for n in sorted(parts)))
-        return {"VersionId": f"v{len(self.objects[Key])}"}
+    def complete_multipart_upload(
+        self, *, Key: str, UploadId: str, MultipartUpload: Mapping[str, Any], **_: Any
+    ) -> dict[str, str]:
+        with self._lock:
+            self.requests.append("CompleteMultipartUpload")
+            parts = self.uploads.pop(UploadId)
+            checksums = self.part_checksums.pop(UploadId)
+            listed = MultipartUpload["Parts"]
+            for part in listed:
+                data = parts.get(part["PartNumber"])
+                if data is None or part["ETag"] != f'"{hashlib.md5(data).hexdigest()}"':
+                    raise _s3_error("InvalidPart", "CompleteMultipartUpload")
+                if checksums.get(part["PartNumber"]) != part.get("ChecksumCRC32"):
+                    raise _s3_error("InvalidPart", "CompleteMultipartUpload")
+            self.objects.setdefault(Key, []).append(b"".join(parts[part["PartNumber"]] for part in listed))
+            if self.created[UploadId].get("ChecksumAlgorithm") == "CRC32":
+                combined = b"".join(base64.b64decode(checksums[part["PartNumber"]]) for part in listed)
+                self.checksums[Key] = {"ChecksumCRC32": f"{crc32_b64(combined)}-{len(listed)}"}
+            return {"VersionId": f"v{len(self.objects[Key])}"}
 
     def abort_multipart_upload(self, *, UploadId: str, **_: Any) -> dict[str, str]:
-        self.uploads.pop(UploadId, None)
-        self.aborted.append(UploadId)
+        with self._lock:
+            self.requests.append("AbortMultipartUpload")
+            self.uploads.pop(UploadId, None)
+            self.aborted.append(UploadId)
         return {}
 
-    def put_object(self, *, Key: str, Body: bytes, **_: Any) -> dict[str, str]:
-        self.objects.setdefault(Key, []).append(bytes(Body))
-        return {"VersionId": f"v{len(self.objects[Key])}"}
+    def put_object(self, *, Key: str, Body: bytes, **params: Any) -> dict[str, str]:
+        data = bytes(Body)
+        with self._lock:
+            self.requests.append("PutObject")
+            declared = params.get("ChecksumSHA256")
+            if declared is not None and declared != base64.b64encode(hashlib.sha256(data).digest()).decode():
+                raise _s3_error("BadDigest", "PutObject")
+            self.objects.setdefault(Key, []).append(data)
+            if declared is not None:
+                self.checksums[Key] = {"ChecksumSHA256": declared}
+            return {"VersionId": f"v{len(self.objects[Key])}"}
+
+    def list_multipart_uploads(self, **_: Any) -> dict[str, Any]:
+        with self._lock:
+            return {"Uploads": [{"UploadId": upload_id} for upload_id in self.uploads]}
+
+    def list_parts(self, *, UploadId: str, **_: Any) -> dict[str, Any]:
+        with self._lock:
+            if UploadId not in self.uploads:
+                raise _s3_error("NoSuchUpload", "ListParts")
+            return {"Parts": [{"PartNumber": number} for number in sorted(self.uploads[UploadId])]}
+
+
+def crc32_b64(data: bytes) -> str:
+    """A CRC32 as S3 writes it: base64 of the four big-endian bytes."""
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+def _s3_error(code: str, operation: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": code}}, operation)
 
 
 def chunks(data: bytes, size: int) -> Iterator[bytes]:

@@ -39,6 +39,8 @@ def _fetcher() -> Fetcher:
         ),
         workflow=RetryWorkflow(boto3.client("stepfunctions"), config.retry_state_machine_arn),
         retry=config.retry,
+        transfer=config.transfer,
+        time_left=lambda: _remaining_ms() / 1000,
     )
 
 

@@ -15,6 +15,7 @@ import email.utils
 import re
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections import deque
@@ -24,12 +25,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, ClassVar, Generic, Self, TypeVar, cast
 
-__all__ = ["MAX_BODY", "LoopbackHttpSimulator", "SimRequestHandler"]
+__all__ = ["BREAKS", "MAX_BODY", "LoopbackHttpSimulator", "SimRequestHandler"]
 
 #: Largest request body a simulator reads; anything bigger is refused and the connection closed.
 MAX_BODY = 1024 * 1024
 #: What a ``redirect`` fault may answer with.
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+#: How a ``truncate`` fault breaks a body off: a clean close (FIN) after the bytes sent, a
+#: connection reset (RST), or a stall (nothing more is sent until the simulator stops or
+#: :meth:`LoopbackHttpSimulator.release_stalls`, so the client's read timeout decides).
+BREAKS = ("close", "reset", "stall")
 
 LogEntry = TypeVar("LogEntry")
 
@@ -233,6 +238,7 @@ class LoopbackHttpSimulator(Generic[LogEntry]):
         self._thread: threading.Thread | None = None
         self._answering = threading.Event()
         self._answering.set()
+        self._stalls_released = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -240,6 +246,7 @@ class LoopbackHttpSimulator(Generic[LogEntry]):
         """Start the companion servers, then bind and serve in a background thread; returns self."""
         if self._server is not None:
             return self
+        self._stalls_released.clear()
         for companion in self._companions:
             companion.start()
         self._server = _LoopbackServer((self.host, self.port), self, self._tls_context())
@@ -251,8 +258,9 @@ class LoopbackHttpSimulator(Generic[LogEntry]):
         return self
 
     def stop(self) -> None:
-        """Release held requests, stop serving, then stop the companion servers."""
+        """Release held requests and stalled bodies, stop serving, then stop the companion servers."""
         self.release()
+        self.release_stalls()
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
@@ -317,6 +325,10 @@ class LoopbackHttpSimulator(Generic[LogEntry]):
         """Answer again, the held requests first."""
         self._answering.set()
 
+    def release_stalls(self) -> None:
+        """End the bodies stalled by a ``truncate`` fault with ``how="stall"`` (they close)."""
+        self._stalls_released.set()
+
     # ------------------------------------------------------------------ faults
 
     def set_fault(self, kind: str, count: int = 1, **params: Any) -> None:
@@ -336,10 +348,20 @@ class LoopbackHttpSimulator(Generic[LogEntry]):
                 raise ValueError("status must be 5xx")
             params["status"] = status
         if kind == "truncate":
-            fraction = float(params.get("fraction", 0.5))
-            if not 0.0 <= fraction < 1.0:
-                raise ValueError("fraction must be in [0, 1)")
-            params["fraction"] = fraction
+            if "at_byte" in params:
+                if "fraction" in params:
+                    raise ValueError("truncate takes fraction or at_byte, not both")
+                params["at_byte"] = int(params["at_byte"])
+                if params["at_byte"] < 0:
+                    raise ValueError("at_byte must not be negative")
+            else:
+                fraction = float(params.get("fraction", 0.5))
+                if not 0.0 <= fraction < 1.0:
+                    raise ValueError("fraction must be in [0, 1)")
+                params["fraction"] = fraction
+            params["how"] = str(params.get("how", "close"))
+            if params["how"] not in BREAKS:
+                raise ValueError(f"how must be one of {BREAKS}")
         elif kind == "slow":
             params["seconds"] = float(params.get("seconds", 2.0))
         elif kind == "redirect":
@@ -357,6 +379,24 @@ class LoopbackHttpSimulator(Generic[LogEntry]):
     def faults_pending(self) -> dict[str, int]:
         """Remaining count per armed fault."""
         return self._faults.pending()
+
+    def _truncation_limit(self, fault: dict[str, Any], start: int, end: int) -> int:
+        """Where a ``truncate`` fault stops a body that covers bytes ``start``..``end`` of a file:
+        ``at_byte`` (a position in the whole file) or a ``fraction`` of this body."""
+        if "at_byte" in fault:
+            return max(start, min(end, int(fault["at_byte"])))
+        return start + int((end - start) * float(fault["fraction"]))
+
+    def _break_body(self, h: SimRequestHandler, fault: dict[str, Any]) -> None:
+        """Break the connection off after a truncated body, as the ``truncate`` fault's ``how`` says."""
+        h.close_connection = True  # Content-Length promised more: closing is what the client sees
+        if fault["how"] == "reset":
+            # SO_LINGER 0: close() sends RST, and the client reads "connection reset by peer".
+            h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            h.connection.close()
+        elif fault["how"] == "stall":
+            self._count("stalled")
+            self._stalls_released.wait()
 
     def _take_fault(self, kind: str, matches: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any] | None:
         """Consume one armed ``kind`` whose parameters ``matches`` this request; counted as ``fault:KIND``."""

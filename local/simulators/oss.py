@@ -6,21 +6,29 @@ hosts; on loopback the bucket goes into the path)::
     http://127.0.0.1:P/{bucket}/{key}?Expires=<epoch>&OSSAccessKeyId=<id>&Signature=<base64, url-encoded>
 
 The signature is OSS's V1 query-string signature, ``base64(HMAC-SHA1(secret,
-"GET\\n\\n\\n{Expires}\\n/{bucket}/{key}"))``, so a GET-signed URL does not work for HEAD
-(the verb is signed), as on OSS.  Replies follow OSS:
+"GET\\n\\n\\n{Expires}\\n{x-oss-* headers}/{bucket}/{key}"))``, so a GET-signed URL does not
+work for HEAD (the verb is signed), nor with an ``x-oss-*`` header it was not signed with (every
+such header is signed, one ``name:value`` line each, sorted), as on OSS.  Replies follow OSS:
 
 * expired (checked first) -> 403 ``AccessDenied`` "Request has expired." with ``Expires`` and
   ``ServerTime``; unknown ``OSSAccessKeyId`` -> 403 ``InvalidAccessKeyId``; bad signature ->
   403 ``SignatureDoesNotMatch`` (with OSS's ``StringToSign`` element); no signature at all ->
   403 ``AccessDenied`` (private bucket); unknown key, or an object not yet "written"
   (``available_at`` in the future) -> 404 ``NoSuchKey``.  Error bodies are XML.
-* success: 200 (206 for a satisfiable ``Range: bytes=``), ``Content-Length``,
-  ``Content-Type``, ``ETag`` (quoted upper-case md5), ``Content-MD5``, ``Last-Modified``,
-  ``x-oss-request-id``, streamed in 64 KiB chunks.
+* success: 200, ``Content-Length``, ``Content-Type``, ``ETag`` (quoted upper-case md5),
+  ``Content-MD5``, ``Last-Modified``, ``x-oss-request-id``, streamed in 64 KiB chunks.
+* ``Range`` (OSS's "Use HTTP Range requests to get OSS resources in segments"): a valid single
+  range (``bytes=a-b``, ``bytes=a-``, ``bytes=-n``, within ``0..size-1``) is answered 206 with
+  ``Content-Range``; of several ranges only the first counts. By default an invalid or
+  out-of-range one is ignored: 200 and the whole object. With ``x-oss-range-behavior: standard``
+  an end past the object is cut to it (206) and a start past it is 416 ``InvalidRange``.
 
-Faults (:meth:`OssSimulator.set_fault`): ``error_5xx`` (``status``), ``truncate``
-(``fraction``: full Content-Length, connection closed early), ``slow`` (``seconds`` before
-the reply, ``chunk_delay_s`` between chunks); each takes ``key_suffix`` to hit one object.
+Faults (:meth:`OssSimulator.set_fault`): ``error_5xx`` (``status``), ``truncate`` (full
+Content-Length, then the body stops at ``fraction`` of it or at byte ``at_byte`` of the object,
+broken off as ``how`` says: ``close``, ``reset`` or ``stall``; see ``local.simulators.base``),
+``slow`` (``seconds`` before the reply, ``chunk_delay_s`` between chunks), ``expire_link`` (the
+request finds its link expired; ``ranged=True``: only a request with a ``Range`` header, i.e. a
+transfer's resume); each takes ``key_suffix`` to hit one object.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import hmac
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -44,7 +52,7 @@ from local.simulators.base import LoopbackHttpSimulator, SimRequestHandler
 __all__ = ["OssLogEntry", "OssObject", "OssSimulator", "content_type_for"]
 
 _CHUNK = 64 * 1024
-_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)(?:,.*)?")
 _CONTENT_TYPES = {
     ".wav": "audio/x-wav",
     ".mp3": "audio/mpeg",
@@ -98,11 +106,12 @@ class OssLogEntry:
 class OssSimulator(LoopbackHttpSimulator[OssLogEntry]):
     """A loopback file server speaking OSS's signed-URL GET."""
 
-    FAULT_KINDS: ClassVar[tuple[str, ...]] = ("error_5xx", "truncate", "slow")
+    FAULT_KINDS: ClassVar[tuple[str, ...]] = ("error_5xx", "truncate", "slow", "expire_link")
     FAULT_PARAMS: ClassVar[Mapping[str, frozenset[str]]] = {
         "error_5xx": frozenset({"status", "key_suffix"}),
-        "truncate": frozenset({"fraction", "key_suffix"}),
+        "truncate": frozenset({"fraction", "at_byte", "how", "key_suffix"}),
         "slow": frozenset({"seconds", "chunk_delay_s", "key_suffix"}),
+        "expire_link": frozenset({"ranged", "key_suffix"}),
     }
     THREAD_NAME: ClassVar[str] = "oss-sim"
     SERVER_HEADER: ClassVar[str] = "AliyunOSS"
@@ -168,9 +177,10 @@ class OssSimulator(LoopbackHttpSimulator[OssLogEntry]):
         with self._lock:
             self._objects.pop((bucket, key), None)
 
-    def signature(self, method: str, bucket: str, key: str, expires: int) -> str:
-        """OSS V1 query-string signature of ``method /bucket/key`` valid until ``expires``."""
-        to_sign = f"{method}\n\n\n{expires}\n/{bucket}/{key}"
+    def signature(self, method: str, bucket: str, key: str, expires: int, oss_headers: str = "") -> str:
+        """OSS V1 query-string signature of ``method /bucket/key`` valid until ``expires``, with
+        the canonical ``x-oss-*`` header lines (none for a plain link)."""
+        to_sign = _string_to_sign(method, bucket, key, expires, oss_headers)
         digest = hmac.new(self._secret.encode(), to_sign.encode("utf-8"), hashlib.sha1).digest()
         return base64.b64encode(digest).decode()
 
@@ -193,9 +203,13 @@ class OssSimulator(LoopbackHttpSimulator[OssLogEntry]):
             params["chunk_delay_s"] = float(params.get("chunk_delay_s", 0.0))
         return params
 
-    def _object_fault(self, kind: str, key: str) -> dict[str, Any] | None:
-        """Take an armed ``kind`` meant for every object or for keys ending in its ``key_suffix``."""
-        return self._take_fault(kind, lambda p: key.endswith(str(p.get("key_suffix") or "")))
+    def _object_fault(self, kind: str, key: str, *, ranged: bool = False) -> dict[str, Any] | None:
+        """Take an armed ``kind`` meant for every object or for keys ending in its ``key_suffix``
+        (an ``expire_link`` with ``ranged`` only for a request with a Range header)."""
+        return self._take_fault(
+            kind,
+            lambda p: key.endswith(str(p.get("key_suffix") or "")) and (ranged or not p.get("ranged")),
+        )
 
     # ------------------------------------------------------------------ HTTP
 
@@ -243,7 +257,9 @@ class OssSimulator(LoopbackHttpSimulator[OssLogEntry]):
             error(403, "AccessDenied", "Invalid Expires.")
             return
         now = self.now()
-        if now > expires:
+        if now > expires or (
+            method == "GET" and self._object_fault("expire_link", key, ranged="Range" in h.headers) is not None
+        ):
             self._count("expired")
             error(
                 403,
@@ -261,7 +277,8 @@ class OssSimulator(LoopbackHttpSimulator[OssLogEntry]):
                 OSSAccessKeyId=key_id,
             )
             return
-        expected = self.signature(method, bucket, key, expires)
+        oss_headers = _canonical_oss_headers(h.headers.items())
+        expected = self.signature(method, bucket, key, expires, oss_headers)
         if not hmac.compare_digest(expected.encode(), sig.encode()):
             self._count("bad_signature")
             error(
@@ -269,7 +286,7 @@ class OssSimulator(LoopbackHttpSimulator[OssLogEntry]):
                 "SignatureDoesNotMatch",
                 "The request signature we calculated does not match the signature you provided. "
                 "Check your key and signing method.",
-                StringToSign=f"{method}\n\n\n{expires}\n/{bucket}/{key}",
+                StringToSign=_string_to_sign(method, bucket, key, expires, oss_headers),
                 OSSAccessKeyId=key_id,
                 SignatureProvided=sig,
             )
@@ -294,17 +311,16 @@ class OssSimulator(LoopbackHttpSimulator[OssLogEntry]):
 
     def _send_object(self, h: SimRequestHandler, obj: OssObject, data: bytes, *, head: bool, chunk_delay: float) -> int:
         """Stream ``data`` (or the requested range); returns the HTTP status sent."""
-        start, end, status = 0, len(data), 200
-        m = _RANGE_RE.fullmatch((h.headers.get("Range") or "").strip())
-        if m and (m.group(1) or m.group(2)) and data:
-            first, last = m.group(1), m.group(2)
-            if first:
-                lo, hi = int(first), (int(last) + 1 if last else len(data))
-            else:  # "bytes=-N": the last N bytes
-                lo, hi = max(0, len(data) - int(last)), len(data)
-            # OSS's default behaviour: an unsatisfiable or malformed range returns the whole object.
-            if lo < len(data) and lo < hi:
-                start, end, status = lo, min(hi, len(data)), 206
+        standard = (h.headers.get("x-oss-range-behavior") or "").strip().lower() == "standard"
+        span = _requested_range(h.headers.get("Range") or "", len(data), standard=standard)
+        if span is None:
+            self._count("error:InvalidRange")
+            body = _error_xml("InvalidRange", "The requested range cannot be satisfied", obj.bucket, self.region)
+            extra = [("Content-Range", f"bytes */{len(data)}"), ("x-oss-request-id", _oss_request_id())]
+            h.send_bytes(416, body, "application/xml", extra, head=head)
+            self._log_request(OssLogEntry(h.command, obj.bucket, obj.key, 416, "InvalidRange", True))
+            return 416
+        start, end, status = span
         trunc = None if head else self._object_fault("truncate", obj.key)
         headers: list[tuple[str, str]] = [
             ("ETag", obj.etag),
@@ -327,7 +343,7 @@ class OssSimulator(LoopbackHttpSimulator[OssLogEntry]):
         if head:
             self._count("heads_ok")
             return status
-        limit = end if trunc is None else start + int((end - start) * trunc["fraction"])
+        limit = end if trunc is None else self._truncation_limit(trunc, start, end)
         view = memoryview(data)
         sent = 0
         for offset in range(start, limit, _CHUNK):
@@ -340,9 +356,66 @@ class OssSimulator(LoopbackHttpSimulator[OssLogEntry]):
         h.wfile.flush()
         self._count("bytes_sent", sent)
         if trunc is not None:
-            # Content-Length promised more: closing now is what makes the client see a short read.
-            h.close_connection = True
             self._count("downloads_truncated")
+            self._break_body(h, trunc)
             return status
         self._count("downloads_ok" if status == 200 else "downloads_partial")
         return status
+
+
+def _requested_range(header: str, size: int, *, standard: bool) -> tuple[int, int, int] | None:
+    """(start, end exclusive, status) OSS serves for a ``Range`` header; None for a 416.
+
+    Only the first of several ranges counts. Default: anything invalid or outside ``0..size-1``
+    is ignored (200, the whole object). ``standard``: an end past the object is cut to it, and a
+    start past it (or any range of an empty object) is unsatisfiable.
+    """
+    whole = (0, size, 200)
+    match = _RANGE_RE.fullmatch(header.strip())
+    if match is None or not (match.group(1) or match.group(2)):
+        return whole
+    first, last = match.group(1), match.group(2)
+    if first:
+        lo, hi = int(first), int(last) if last else max(int(first), size - 1)
+        if lo > hi:
+            return whole  # malformed: ignored in both modes
+    else:  # "bytes=-n": the last n bytes
+        n = int(last)
+        if n == 0:
+            return None if standard else whole
+        lo, hi = size - n, size - 1
+        if lo < 0:
+            return (0, size, 206) if standard and size else whole
+    if lo >= size:
+        return None if standard else whole
+    if hi >= size:
+        if not standard:
+            return whole
+        hi = size - 1
+    return (lo, hi + 1, 206)
+
+
+def _canonical_oss_headers(headers: Iterable[tuple[str, str]]) -> str:
+    """The ``x-oss-*`` request headers as V1 signing lists them: ``name:value`` lines, sorted."""
+    found = sorted(
+        (name.strip().lower(), value.strip()) for name, value in headers if name.lower().startswith("x-oss-")
+    )
+    return "".join(f"{name}:{value}\n" for name, value in found)
+
+
+def _string_to_sign(method: str, bucket: str, key: str, expires: int, oss_headers: str) -> str:
+    return f"{method}\n\n\n{expires}\n{oss_headers}/{bucket}/{key}"
+
+
+def _error_xml(code: str, message: str, bucket: str, region: str, **extra: str) -> bytes:
+    fields = {
+        "Code": code,
+        "Message": message,
+        "RequestId": _oss_request_id(),
+        "HostId": f"{bucket or 'oss'}.oss-{region}.aliyuncs.com",
+        **extra,
+    }
+    body = '<?xml version="1.0" encoding="UTF-8"?>\n<Error>\n' + "".join(
+        f"  <{k}>{escape(v)}</{k}>\n" for k, v in fields.items()
+    )
+    return (body + "</Error>\n").encode()

@@ -31,7 +31,7 @@ import requests
 import yaml
 
 from local.emulator.stack import LocalStack
-from local.simulators.ccc import CccSimulator
+from local.simulators.ccc import CccCall, CccSimulator
 from local.simulators.dypls import DyplsSimulator
 from local.simulators.pbx import PbxSimulator, SimulatedCall, make_self_signed
 from tests.conftest import ROOT
@@ -41,6 +41,9 @@ pytestmark = pytest.mark.integration
 ZONE = ZoneInfo("Asia/Shanghai")
 # Fast retries so that the workflow's waits (real time in moto) keep the suite short.
 RETRY_PARAMETERS = {"RetryMaxAttempts": "4", "RetryBaseDelaySeconds": "1", "RetryMaxDelaySeconds": "2"}
+MIB = 1024 * 1024
+# The fetcher's part size in these stacks.
+PART_SIZE = 5 * MIB
 # A miniature of the callvault shape, which pins the local runtime apart from the real handlers
 # (test_local_stack_parts.py, test_local_stack_mini.py).
 MINI = Path(__file__).resolve().parent / "fixtures" / "mini"
@@ -68,6 +71,8 @@ def pbxs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pbx]]:
         "recon-pbx": PbxSimulator(tz=ZONE),
         "ops-pbx": PbxSimulator(tz=ZONE),
         "redirect-pbx": PbxSimulator(tz=ZONE),
+        "restart-pbx": PbxSimulator(tz=ZONE),  # ignores Range, like every simulated PBX by default
+        "storage-pbx": PbxSimulator(tz=ZONE),
     }
     for simulator in simulators.values():
         simulator.start()
@@ -148,6 +153,7 @@ def alibaba() -> Iterator[dict[str, AlibabaSource]]:
         ),
         "recon-dypls": (_dypls("FC777777"), {}),
         "ccc-signed": (_ccc("inst-signed"), {"api_version": "2017-07-05"}),
+        "resume-ccc": (_ccc("inst-resume"), {"api_version": "2017-07-05"}),
     }
     sources = {}
     for source_id, (simulator, extra) in simulators.items():
@@ -192,6 +198,8 @@ def stack(
         _source(pbxs["recon-pbx"]),
         _source(pbxs["ops-pbx"]),
         _source(pbxs["redirect-pbx"]),
+        _source(pbxs["restart-pbx"]),
+        _source(pbxs["storage-pbx"]),
         *(source.document for source in alibaba.values()),
     ]
     sources_file = work / "sources.yaml"
@@ -204,6 +212,8 @@ def stack(
         run_schedules=False,
         concurrency=2,
         redelivery_delay=1,
+        # S3's smallest part: a recording of a few MB is already a multipart upload.
+        env_overrides={"TRANSFER_PART_SIZE_MIB": str(PART_SIZE // MIB)},
     ) as running:
         # The session keeper logs in: PBXs now push reports. (Reconciliation runs only where a
         # test asks for it: these simulators outlive the stack and hold other modules' calls.)
@@ -287,6 +297,17 @@ def post_report(
     if token is not None and how == "header":
         headers["X-Webhook-Token"] = token
     return requests.post(webhook_url(stack, source_id), params=params, data=body, headers=headers, timeout=10)
+
+
+def forward(stack: LocalStack, source: AlibabaSource, call: CccCall) -> requests.Response:
+    """What the customer's softphone forwarder sends when the agent hangs up."""
+    event = {"contactId": call.contact_id, "callTime": int(call.start * 1000)}
+    return requests.post(
+        webhook_url(stack, source.source_id),
+        data=json.dumps(event),
+        headers={"Content-Type": "application/json", "X-Webhook-Token": source.token},
+        timeout=10,
+    )
 
 
 def pbx_job(pbx: Pbx, call: SimulatedCall) -> dict[str, Any]:

@@ -7,7 +7,6 @@ real services. The stack is the one of template.yaml, in moto, with the real han
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -16,10 +15,10 @@ import requests
 
 from local.emulator.stack import LocalStack
 from local.simulation import with_token
-from local.simulators.ccc import CccCall, CccSimulator
+from local.simulators.ccc import CccSimulator
 from local.simulators.dypls import DyplsSimulator
 from tests.bystander import Bystander
-from tests.integration.conftest import AlibabaSource, Archive, wait_for, webhook_url
+from tests.integration.conftest import AlibabaSource, Archive, forward, wait_for, webhook_url
 
 pytestmark = pytest.mark.integration
 
@@ -34,17 +33,6 @@ def dypls(alibaba: dict[str, AlibabaSource], source_id: str) -> tuple[AlibabaSou
     source = alibaba[source_id]
     assert isinstance(source.simulator, DyplsSimulator)
     return source, source.simulator
-
-
-def forward(stack: LocalStack, source: AlibabaSource, call: CccCall) -> requests.Response:
-    """What the customer's softphone forwarder sends when the agent hangs up."""
-    event = {"contactId": call.contact_id, "callTime": int(call.start * 1000)}
-    return requests.post(
-        webhook_url(stack, source.source_id),
-        data=json.dumps(event),
-        headers={"Content-Type": "application/json", "X-Webhook-Token": source.token},
-        timeout=10,
-    )
 
 
 def by_file(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -166,12 +166,12 @@ def test_an_expired_token_leads_to_a_new_login(stack: LocalStack, archive: Archi
     assert pbx.simulator.live_tokens, "the new token is registered"
 
 
-@pytest.mark.parametrize("fault", ["error_5xx", "truncate"])
 def test_a_failing_pbx_does_not_lose_the_job_nor_leave_half_an_object(
-    stack: LocalStack, archive: Archive, pbxs: dict[str, Pbx], fault: str
+    stack: LocalStack, archive: Archive, pbxs: dict[str, Pbx]
 ) -> None:
+    # (A download that breaks off is resumed or restarted within the attempt: test_transfers.py.)
     pbx = pbxs["faulty-pbx"]
-    pbx.simulator.set_fault(fault, 2)
+    pbx.simulator.set_fault("error_5xx", 2)
 
     call = pbx.simulator.place_call(duration_s=200)
 

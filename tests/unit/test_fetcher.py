@@ -13,8 +13,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import requests
 
-from callvault.config import RetrySettings
+from callvault.config import RetrySettings, TransferSettings
 from callvault.errors import FetchError, PermanentFailure, RetryKind, RetryLater, SourceNotFound
 from callvault.fetching import Fetcher
 from callvault.ledger import RecordingLedger
@@ -26,17 +27,25 @@ AUDIO = b"RIFF" + bytes(range(256)) * 64
 
 
 class BytesStream:
-    def __init__(self, data: bytes, declared: int | None) -> None:
+    """A download of ``data`` from byte ``start``; it breaks off (connection reset) at ``break_at``."""
+
+    def __init__(self, data: bytes, start: int, break_at: int | None = None) -> None:
         self.data = data
-        self.content_length = declared
+        self.start = start
+        self.total_size = len(data)
+        self.content_length = len(data) - start
         self.content_type = "audio/wav"
+        self.break_at = break_at
 
     def chunks(self, size: int) -> Iterator[bytes]:
-        return chunks(self.data, size)
+        yield from chunks(self.data[self.start : self.break_at], size)
+        if self.break_at is not None:
+            raise requests.ConnectionError("connection reset by peer")
 
 
 class MemoryProvider:
-    """A provider whose calls' files are bytes in memory; it can refuse or cut a download short."""
+    """A provider whose calls' files are bytes in memory; it can refuse, break a download off at
+    the bytes listed in ``breaks`` (one per request), or find a resume's link expired."""
 
     name = "test"
     reconcile_defaults = ReconcileSettings()
@@ -44,9 +53,11 @@ class MemoryProvider:
     def __init__(self) -> None:
         self.files: dict[str, dict[str, bytes]] = {}
         self.error: FetchError | None = None
-        self.cut_short = False
+        self.breaks: list[int] = []
+        self.link_expires_on_resume = False
         self.resolved: list[str] = []
         self.opened: list[str] = []
+        self.requests: list[tuple[str, int]] = []  # (file, offset) of every download request
 
     def resolve(self, source: Source, job: FetchJob, runtime: Any) -> list[PendingDownload]:
         self.resolved.append(job.identity)
@@ -54,14 +65,20 @@ class MemoryProvider:
             raise self.error
         files = self.files.get(job.call_id, {})
         names = files if not job.names_a_file else {job.file_name: files[job.file_name]}
+        link = len(self.resolved)
         return [
-            PendingDownload(name, lambda name=name, data=data: self._open(name, data)) for name, data in names.items()
+            PendingDownload(name, lambda offset, name=name, data=data: self._open(name, data, offset, link))
+            for name, data in names.items()
         ]
 
     @contextmanager
-    def _open(self, name: str, data: bytes) -> Iterator[BytesStream]:
-        self.opened.append(name)
-        yield BytesStream(data[: len(data) // 2] if self.cut_short else data, len(data))
+    def _open(self, name: str, data: bytes, offset: int, link: int) -> Iterator[BytesStream]:
+        self.requests.append((name, offset))
+        if offset == 0:
+            self.opened.append(name)
+        elif self.link_expires_on_resume and link == 1:
+            raise RetryLater(RetryKind.LINK_EXPIRED, "download link refused: HTTP 403 AccessDenied")
+        yield BytesStream(data, offset, self.breaks.pop(0) if self.breaks else None)
 
 
 class Sources:
@@ -117,6 +134,8 @@ def world() -> World:
         runtime=None,  # type: ignore[arg-type]
         workflow=workflow,  # type: ignore[arg-type]
         retry=RetrySettings(max_attempts=3),
+        # Small parts: a test file of 16 KiB is a multipart upload of five parts.
+        transfer=TransferSettings(part_size=4096, read_size=1024),
     )
     return World(provider, table, s3, workflow, fetcher)
 
@@ -173,16 +192,63 @@ def test_a_transient_error_goes_to_the_retry_workflow_and_frees_the_file(world: 
     assert world.item("c1", "*")["status"] == "RETRY_SCHEDULED"
 
 
-def test_a_broken_transfer_leaves_no_object_and_no_open_upload(world: World) -> None:
+def test_a_transfer_that_breaks_off_resumes_in_the_same_attempt(world: World) -> None:
     world.provider.files["c1"] = {"a.wav": AUDIO}
-    world.provider.cut_short = True
+    world.provider.breaks = [6000]  # mid-way through the second part
+
+    report = world.fetcher.process(job(file_name="a.wav"), lease_seconds=60, delivery_id="m1")
+
+    assert [s.sha256 for s in report.stored] == [hashlib.sha256(AUDIO).hexdigest()]
+    assert world.provider.requests == [("a.wav", 0), ("a.wav", 6000)]
+    assert world.s3.objects["recordings/pool/2026/12/01/c1/a.wav"] == [AUDIO]
+    item = world.item("c1", "a.wav")
+    assert (item["status"], int(item["attempts"])) == ("STORED", 1)
+
+
+def test_a_resume_whose_link_expired_gets_a_fresh_link_from_the_provider(world: World) -> None:
+    world.provider.files["c1"] = {"a.wav": AUDIO}
+    world.provider.breaks = [9000]
+    world.provider.link_expires_on_resume = True
+
+    world.fetcher.process(job(), lease_seconds=60, delivery_id="m1")
+
+    assert len(world.provider.resolved) == 2  # the job's files, then a fresh link to this one
+    assert world.provider.requests == [("a.wav", 0), ("a.wav", 9000), ("a.wav", 9000)]
+    assert world.item("c1", "a.wav")["status"] == "STORED"
+    assert world.s3.objects["recordings/pool/2026/12/01/c1/a.wav"] == [AUDIO]
+
+
+def test_a_transfer_that_keeps_breaking_leaves_no_object_and_no_open_upload(world: World) -> None:
+    world.provider.files["c1"] = {"a.wav": AUDIO}
+    world.provider.breaks = [5000, 6000, 7000, 8000]  # the first request and every resume allowed
 
     report = world.fetcher.process(job(), lease_seconds=60, delivery_id="m1")
 
-    assert report.handed_over is not None and "received" in report.handed_over
+    assert report.handed_over is not None and "broke off 4 times" in report.handed_over
     assert world.s3.objects == {} and world.s3.uploads == {} and len(world.s3.aborted) == 1
     item = world.item("c1", "a.wav")
     assert item["status"] == "RETRY_SCHEDULED" and "lease_id" not in item
+
+
+def test_s3_refusing_a_part_aborts_the_upload_and_the_retried_job_archives_the_file(world: World) -> None:
+    world.provider.files["c1"] = {"a.wav": AUDIO}
+    world.s3.refuse_part = 3
+
+    report = world.fetcher.process(job(file_name="a.wav"), lease_seconds=60, delivery_id="m1")
+
+    # No part left behind; the retry workflow has the job, and the ledger says why
+    assert world.s3.list_multipart_uploads()["Uploads"] == [] and len(world.s3.aborted) == 1
+    assert report.handed_over == "S3 could not upload part 3 (InternalError); the upload was aborted"
+    [(handed, plan)] = world.workflow.handed_over
+    assert (plan.error, plan.give_up) == ("StorageUnavailable", False)
+    item = world.item("c1", "a.wav")
+    assert item["status"] == "RETRY_SCHEDULED" and "lease_id" not in item
+    assert item["reason"] == report.handed_over
+
+    world.fetcher.process(handed.next_attempt(), lease_seconds=60, delivery_id="m2")
+
+    assert world.s3.objects["recordings/pool/2026/12/01/c1/a.wav"] == [AUDIO]
+    assert world.item("c1", "a.wav")["status"] == "STORED"
 
 
 def test_a_permanent_error_fails_at_once_and_an_unknown_source_is_one(world: World) -> None:

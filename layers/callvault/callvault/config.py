@@ -21,6 +21,43 @@ class RetrySettings:
     max_delay_seconds: int = 3600
 
 
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    """How a recording is streamed into S3 (``callvault.streaming``; the numbers are argued in
+    docs/operations.md, "Transfer engine").
+
+    Memory held for one transfer is at most ``memory_bound``: the part being filled, the parts
+    queued for the uploaders and the parts they are sending, and one read chunk, whatever the
+    file size. S3 takes parts of 5 MiB at least (but the last); tests against in-memory fakes
+    use smaller ones.
+    """
+
+    part_size: int = 8 * MIB
+    uploaders: int = 3
+    queued_parts: int = 1
+    read_size: int = 1 * MIB
+    # Resumes (or clean restarts) of a broken download within one attempt; beyond that the
+    # attempt ends and the retry workflow waits, so a provider that always breaks is not looped on.
+    max_resumes: int = 3
+    # A resume needs a fresh request and the rest of the file: with less time left than this,
+    # the attempt ends while there is still time to abort the upload cleanly.
+    resume_needs_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.part_size < 1 or self.uploaders < 1 or self.queued_parts < 0 or self.max_resumes < 0:
+            raise ConfigError(f"transfer settings out of range: {self}")
+        if not 1 <= self.read_size <= self.part_size:
+            raise ConfigError("transfer read_size must be between 1 byte and the part size")
+
+    @property
+    def memory_bound(self) -> int:
+        """Bytes of part buffers and read chunk one transfer may hold at most."""
+        return self.part_size * (self.uploaders + self.queued_parts + 1) + self.read_size
+
+
 @dataclass(frozen=True)
 class Settings:
     stage: str
@@ -32,6 +69,7 @@ class Settings:
     # The webhook's copies of the sources (no provider credentials); the only ones it may read.
     webhook_secret_prefix: str
     retry: RetrySettings
+    transfer: TransferSettings = TransferSettings()
     # Only the fetcher and the session keeper get it (the webhook function cannot name its
     # own API in the template without a cycle); they read it through public_webhook_base_url.
     webhook_base_url: str = ""
@@ -75,6 +113,10 @@ class Settings:
         )
         if retry.max_delay_seconds < retry.base_delay_seconds:
             raise ConfigError("RETRY_MAX_DELAY_SECONDS must not be below RETRY_BASE_DELAY_SECONDS")
+        part_size_mib = positive_int("TRANSFER_PART_SIZE_MIB", TransferSettings.part_size // MIB)
+        if not 5 <= part_size_mib <= 64:
+            # S3's smallest part is 5 MiB; beyond 64 MiB the part buffers outgrow the function's memory.
+            raise ConfigError(f"TRANSFER_PART_SIZE_MIB must be from 5 to 64, got {part_size_mib}")
         return cls(
             stage=env.get("STAGE", "dev"),
             recordings_bucket=required("RECORDINGS_BUCKET"),
@@ -84,6 +126,7 @@ class Settings:
             sources_secret_prefix=required("SOURCES_SECRET_PREFIX"),
             webhook_secret_prefix=required("WEBHOOK_SECRET_PREFIX"),
             retry=retry,
+            transfer=TransferSettings(part_size=part_size_mib * MIB),
             webhook_base_url=env.get("WEBHOOK_BASE_URL", "").strip().rstrip("/"),
             reconcile_queue_url=env.get("RECONCILE_QUEUE_URL", "").strip(),
         )

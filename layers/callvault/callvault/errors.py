@@ -62,6 +62,7 @@ class RetryKind(str, Enum):
     THROTTLED = "Throttled"
     PROVIDER_UNAVAILABLE = "ProviderUnavailable"
     TRANSFER_FAILED = "TransferFailed"
+    STORAGE_UNAVAILABLE = "StorageUnavailable"  # S3 refused or could not be reached
 
 
 class FetchError(Exception):

@@ -7,29 +7,36 @@ Every way an attempt can end is decided here:
 - skipped because another delivery of the same job holds the lease right now;
 - a ``FetchError``: the ledger notes the reason and the retry workflow takes the job over
   (wait and re-enqueue, or mark FAILED and notify), and the queue message is done;
-- anything else (a bug, AWS unreachable) propagates, so SQS redelivers the message and,
-  after the redrive limit, parks it in the DLQ behind an alarm.
+- anything else (a bug, AWS unreachable) propagates, so SQS redelivers the message and, after
+  the redrive limit, parks it in the DLQ behind an alarm. (S3 refusing the upload is a
+  ``FetchError`` like a provider's trouble: the retry workflow, with the reason.)
+
+A download that breaks mid-way is resumed within the attempt (``callvault.streaming``); when the
+link it came from has expired by then, a fresh one is resolved through the provider.
 
 Each stored file, retry and give-up is also a metric (callvault.observability).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from callvault.config import RetrySettings
-from callvault.errors import ConfigError, FetchError, PermanentFailure, SourceNotFound
+from callvault.config import RetrySettings, TransferSettings
+from callvault.errors import ConfigError, FetchError, PermanentFailure, RetryKind, RetryLater, SourceNotFound
 from callvault.jobs import RetryWorkflow
 from callvault.keys import content_type_for, recording_key
 from callvault.ledger import Claim, ClaimOutcome, RecordingLedger, Status, ledger_key
 from callvault.models import FetchJob, StoredObject
 from callvault.observability import logger, record_archived, record_failure, record_retry
-from callvault.providers.interface import PendingDownload, ProviderRuntime, Source
+from callvault.providers.interface import DownloadStream, PendingDownload, ProviderRuntime, Source
 from callvault.retry_policy import plan_retry
 from callvault.sources import SourceDirectory
-from callvault.streaming import upload_stream
+from callvault.streaming import store_download
 from callvault.timefmt import utc_now
 
 
@@ -55,7 +62,10 @@ class Fetcher:
         runtime: ProviderRuntime,
         workflow: RetryWorkflow,
         retry: RetrySettings,
+        transfer: TransferSettings | None = None,
+        time_left: Callable[[], float] = lambda: math.inf,
     ) -> None:
+        """``time_left``: seconds the current invocation has left (a resume needs some)."""
         self._sources = sources
         self._ledger = ledger
         self._s3 = s3
@@ -63,6 +73,8 @@ class Fetcher:
         self._runtime = runtime
         self._workflow = workflow
         self._retry = retry
+        self._transfer = transfer or TransferSettings()
+        self._time_left = time_left
 
     def process(self, job: FetchJob, lease_seconds: int, delivery_id: str) -> FetchReport:
         """One attempt. ``delivery_id`` names this delivery (the SQS message id): a redelivered
@@ -102,7 +114,7 @@ class Fetcher:
                 if claim is None:
                     continue
                 lease_id = claim.lease_id
-                report.stored.append(self._store(job, download, claim))
+                report.stored.append(self._store(source, job, download, claim))
                 lease_id = None
         except FetchError as error:
             self._hand_over(job, error, failed_key, lease_id, delivery_id)
@@ -146,23 +158,24 @@ class Fetcher:
             return None
         return claim
 
-    def _store(self, job: FetchJob, download: PendingDownload, claim: Claim) -> StoredObject:
+    def _store(self, source: Source, job: FetchJob, download: PendingDownload, claim: Claim) -> StoredObject:
         key = claim.s3_key
-        with download.open() as stream:
-            stored = upload_stream(
-                self._s3,
-                bucket=self._bucket,
-                key=key,
-                chunks=stream.chunks(1024 * 1024),
-                expected_size=stream.content_length,
-                content_type=content_type_for(download.file_name, stream.content_type),
-                metadata={
-                    "source-id": job.source_id,
-                    "provider": job.provider,
-                    "call-id": job.call_id,
-                    "call-time": job.call_time,
-                },
-            )
+        links = _FreshLinks(download, lambda: self._resolve_again(source, job, download.file_name))
+        stored = store_download(
+            self._s3,
+            bucket=self._bucket,
+            key=key,
+            open_at=links.open,
+            content_type=lambda declared: content_type_for(download.file_name, declared),
+            metadata={
+                "source-id": job.source_id,
+                "provider": job.provider,
+                "call-id": job.call_id,
+                "call-time": job.call_time,
+            },
+            settings=self._transfer,
+            time_left=self._time_left,
+        )
         if not self._ledger.mark_stored(claim, stored):
             logger.warning("lease lost while storing; another delivery owns the record", extra={"key": key})
         logger.info(
@@ -176,6 +189,13 @@ class Fetcher:
             delay_seconds=(utc_now() - call_ended_at(job)).total_seconds(),
         )
         return stored
+
+    def _resolve_again(self, source: Source, job: FetchJob, file_name: str) -> PendingDownload:
+        """A fresh link to one file of the job, for a resume whose old link has expired."""
+        for download in self._resolve(source, job):
+            if download.file_name == file_name:
+                return download
+        raise RetryLater(RetryKind.LINK_EXPIRED, f"the provider no longer lists {file_name!r} for a fresh link")
 
     def _hand_over(
         self, job: FetchJob, error: FetchError, key: dict[str, str], lease_id: str | None, delivery_id: str
@@ -214,3 +234,26 @@ def call_ended_at(job: FetchJob) -> datetime:
         started = started.replace(tzinfo=UTC)
     duration = job.details.get("callduraction", "")
     return started + timedelta(seconds=int(duration)) if duration.isdigit() else started
+
+
+class _FreshLinks:
+    """Opens one file from an offset; when a resume finds its link refused as expired, the file
+    is resolved again through the provider (a new signed URL) and the fresh link opened instead.
+    The first open keeps today's rule: an expired link there ends the attempt as a retry."""
+
+    def __init__(self, download: PendingDownload, resolve_again: Callable[[], PendingDownload]) -> None:
+        self._download = download
+        self._resolve_again = resolve_again
+
+    @contextmanager
+    def open(self, offset: int) -> Iterator[DownloadStream]:
+        with ExitStack() as opened:
+            try:
+                stream = opened.enter_context(self._download.open(offset))
+            except RetryLater as refused:
+                if offset == 0 or refused.kind is not RetryKind.LINK_EXPIRED:
+                    raise
+                logger.info("download link expired during the transfer; resolving a fresh one")
+                self._download = self._resolve_again()
+                stream = opened.enter_context(self._download.open(offset))
+            yield stream

@@ -8,6 +8,7 @@ follows a redirect: a 3xx comes back to the caller, which refuses it (``refuse_r
 from __future__ import annotations
 
 import hashlib
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -86,14 +87,36 @@ class HttpClients:
         return session
 
 
-class ResponseStream:
-    """A streamed ``requests`` response as a ``DownloadStream``; closes the connection on exit."""
+def range_header(offset: int) -> dict[str, str]:
+    """The request header that asks for a file from byte ``offset`` on (none for the whole file)."""
+    return {"Range": f"bytes={offset}-"} if offset > 0 else {}
 
-    def __init__(self, response: requests.Response) -> None:
+
+class ResponseStream:
+    """A streamed ``requests`` response as a ``DownloadStream``; closes the connection on exit.
+
+    A 200 is the whole file; a 206 is the part its ``Content-Range`` names, which must run to the
+    end of a file of known size (``bytes=N-`` is the only range callvault asks for) and agree with
+    ``Content-Length``: a 206 that does not is refused here (retryable), as nothing could resume on it.
+    """
+
+    def __init__(self, response: requests.Response, what: str = "download") -> None:
         self._response = response
         length = response.headers.get("Content-Length")
         self.content_length = int(length) if length and length.isdigit() else None
         self.content_type = response.headers.get("Content-Type")
+        self.start = 0
+        self.total_size = self.content_length
+        if response.status_code == 206:
+            header = response.headers.get("Content-Range", "")
+            span = _content_range(header)
+            if span is None or (self.content_length is not None and self.content_length != span[1] - span[0] + 1):
+                response.close()
+                raise RetryLater(
+                    RetryKind.TRANSFER_FAILED,
+                    f"{what} answered 206 with a Content-Range that is not the rest of the file ({header[:60]!r})",
+                )
+            self.start, self.total_size = span[0], span[2]
 
     def chunks(self, size: int) -> Iterator[bytes]:
         yield from self._response.iter_content(chunk_size=size)
@@ -105,6 +128,18 @@ class ResponseStream:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._response.close()
+
+
+_CONTENT_RANGE = re.compile(r"bytes (\d{1,19})-(\d{1,19})/(\d{1,19})")
+
+
+def _content_range(header: str) -> tuple[int, int, int] | None:
+    """(first, last, total) of a ``Content-Range`` that reaches the end of its file, else None."""
+    match = _CONTENT_RANGE.fullmatch(header.strip())
+    if match is None:
+        return None
+    first, last, total = (int(group) for group in match.groups())
+    return (first, last, total) if first <= last == total - 1 else None
 
 
 def unreachable(what: str, exc: requests.RequestException) -> RetryLater:

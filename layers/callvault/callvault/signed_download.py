@@ -4,6 +4,12 @@ The link is a bearer credential: it is checked against the source's allowed host
 guard, ``callvault.download_hosts``), never logged whole, opened only right before streaming,
 and a redirect from it is refused. OSS answers an expired link with HTTP 403 and an XML error
 whose Code is AccessDenied ("Request has expired").
+
+A broken transfer resumes with ``Range: bytes=N-``: OSS answers a valid range with 206 and
+``Content-Range``, and ignores an invalid or out-of-range one (200, the whole object) unless the
+request carries ``x-oss-range-behavior: standard``. That header cannot be sent here: a V1 signed
+URL's signature covers every ``x-oss-*`` header, and Alibaba signed the link without it. So a
+range OSS did not honour comes back as the whole file, which the transfer restarts on.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import requests
 
 from callvault.download_hosts import DownloadHosts
 from callvault.errors import RetryKind, RetryLater
-from callvault.http import CONNECT_TIMEOUT, ResponseStream, redact_url, refuse_redirect, unreachable
+from callvault.http import CONNECT_TIMEOUT, ResponseStream, range_header, redact_url, refuse_redirect, unreachable
 
 MAX_ERROR_BODY = 16 * 1024
 XML_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
@@ -25,27 +31,33 @@ XML_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 
 @contextmanager
 def open_signed_url(
-    http: requests.Session, url: str, *, hosts: DownloadHosts, read_timeout: float
+    http: requests.Session, url: str, *, hosts: DownloadHosts, read_timeout: float, offset: int = 0
 ) -> Iterator[ResponseStream]:
-    """Open ``url`` for streaming; a link the source does not allow, or a redirect, is a
-    permanent failure, other failures are retryable; every reason is readable."""
+    """Open ``url`` for streaming from byte ``offset``; a link the source does not allow, or a
+    redirect, is a permanent failure, other failures are retryable; every reason is readable."""
     hosts.check(url)
     url = _over_tls(url)
     where = redact_url(url)
     try:
         # No redirects (HttpClients' sessions follow none either): one could lead past the host check.
-        response = http.get(url, stream=True, timeout=(CONNECT_TIMEOUT, read_timeout), allow_redirects=False)
+        response = http.get(
+            url,
+            stream=True,
+            timeout=(CONNECT_TIMEOUT, read_timeout),
+            allow_redirects=False,
+            headers=range_header(offset),
+        )
     except requests.RequestException as exc:
         raise unreachable(f"download from {where}", exc) from None
     refuse_redirect(f"download from {where}", response, hint="a signed link must serve the file itself")
-    if response.status_code != 200:
+    if response.status_code not in (200, 206):
         status = response.status_code
         try:
             code = _error_code(response.raw.read(MAX_ERROR_BODY, decode_content=True))
         finally:
             response.close()
         raise _failure(status, code, where)
-    with ResponseStream(response) as stream:
+    with ResponseStream(response, f"download from {where}") as stream:
         yield stream
 
 
@@ -70,6 +82,8 @@ def _failure(status: int, code: str, where: str) -> RetryLater:
         return RetryLater(RetryKind.LINK_EXPIRED, f"download link refused: {detail}")
     if status == 404:
         return RetryLater(RetryKind.NOT_READY, f"recording file not in storage yet: {detail}")
+    if status == 416:
+        return RetryLater(RetryKind.TRANSFER_FAILED, f"the rest of the file could not be served: {detail}")
     if status == 429:
         return RetryLater(RetryKind.THROTTLED, f"download throttled: {detail}")
     return RetryLater(RetryKind.PROVIDER_UNAVAILABLE, f"download failed: {detail}")

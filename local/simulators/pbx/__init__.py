@@ -6,6 +6,7 @@ A real HTTP(S) server on loopback that follows the vendor documents (seeds 003 a
 * :mod:`local.simulators.pbx.api`: the HTTP API and its faults, answering from the recordings
   and CDR rows stored so far; :mod:`local.simulators.pbx.sessions`: logins, lockouts, tokens
   and randoms; :mod:`local.simulators.pbx.requests`: how request fields are read;
+  :mod:`local.simulators.pbx.web`: the web server's ways (CORS, HEAD, byte ranges);
 * :mod:`local.simulators.pbx.calls`: a call's CDR row, its NewCdr report and the CDR export;
 * :mod:`local.simulators.pbx.pushes`: call reports (``NewCdr``) are pushed only while a token
   with a report URL is alive, in order, with retries;
@@ -78,6 +79,7 @@ class PbxSimulator(PbxApiServer):
         lockout_threshold: int = 5,
         lockout_s: float = 600.0,
         cdr_random_single_use: bool = True,
+        honour_range: bool = False,
         push_attempts: int = 3,
         push_backoff_s: float = 0.2,
         push_timeout_s: float = 5.0,
@@ -87,7 +89,8 @@ class PbxSimulator(PbxApiServer):
         ``password`` is the plain API password (clients send its md5).  ``clock`` returns
         epoch seconds and drives every expiry and call timestamp; ``tz`` is the PBX's local
         time zone used in ``timestart`` and recording names.  ``report_style`` is ``"v1"``
-        (``"action": "NewCdr"``) or ``"v2"`` (``"event": "NewCdr"``).
+        (``"action": "NewCdr"``) or ``"v2"`` (``"event": "NewCdr"``). ``honour_range``: serve
+        ``Range`` on recording downloads (default: ignore it, see ``local.simulators.pbx.api``).
         """
         if report_style not in ("v1", "v2"):
             raise ValueError("report_style must be 'v1' or 'v2'")
@@ -104,6 +107,7 @@ class PbxSimulator(PbxApiServer):
             lockout_threshold=lockout_threshold,
             lockout_s=lockout_s,
             cdr_random_single_use=cdr_random_single_use,
+            honour_range=honour_range,
         )
         self.sn = sn
         self.report_style = report_style

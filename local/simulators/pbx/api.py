@@ -7,7 +7,13 @@ their unpleasant parts:
   *string*); the session rules are in :mod:`local.simulators.pbx.sessions`;
 * the login password is the lower-case md5 hex of the API password;
 * a recording random works exactly once;
-* the CDR download link of the seed contains raw spaces in the query, which is accepted.
+* the CDR download link of the seed contains raw spaces in the query, which is accepted;
+* ``Range`` on ``recording/download`` is ignored (200 and the whole file) unless the simulator
+  is made with ``honour_range=True``: no vendor document says what an S-series PBX does with it
+  (the documented replies come from a Boa server that sends ``Accept-Ranges: bytes`` on every
+  reply, JSON ones included, which promises nothing about the API), so the default assumes the
+  worst. Honoured, a range ``bytes=a-`` / ``a-b`` / ``-n`` is served 206 with ``Content-Range``
+  as RFC 9110 says, and one that cannot be satisfied is 416.
 
 Faults can be switched on for the next N matching requests with :meth:`PbxApiServer.set_fault`,
 among them a redirect of any operation to another server.
@@ -17,13 +23,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import re
 import secrets
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
@@ -33,6 +37,7 @@ from local.simulators.pbx.calls import TIME_FORMAT, render_cdr_csv
 from local.simulators.pbx.requests import allowed_ip, cdr_query, json_body, str_field
 from local.simulators.pbx.sessions import PbxFailure, PbxSessions, Token
 from local.simulators.pbx.tls import TlsFiles
+from local.simulators.pbx.web import CORS, PbxRequestHandler, byte_range
 
 __all__ = ["FAULT_KINDS", "PbxApiServer", "PbxRequestHandler", "md5_hex"]
 
@@ -44,11 +49,6 @@ RequestLine = tuple[str, str, str]
 
 _DOWNLOAD_ENDPOINTS = ("recording/download", "cdr/download")
 _CHUNK = 64 * 1024
-# Headers the seed's example replies carry.
-_CORS = (
-    ("Access-Control-Allow-Origin", "*"),
-    ("Access-Control-Allow-Methods", "GET, POST, OPTIONS, PUT, DELETE"),
-)
 _ROUTES: dict[str, str] = {
     "login": "POST",
     "logout": "POST",
@@ -86,43 +86,6 @@ def md5_hex(text: str) -> str:
     return hashlib.md5(text.encode("utf-8")).hexdigest()  # noqa: S324 - the vendor protocol demands md5
 
 
-class PbxRequestHandler(SimRequestHandler):
-    """The PBX web server: CORS headers on every reply, raw spaces in request targets, no HEAD."""
-
-    EXTRA_HEADERS = _CORS
-
-    def parse_request(self) -> bool:
-        # The seed's CDR link has raw spaces in the query ("starttime=2020-05-01 00:00:00");
-        # http.server would reject that request line, so percent-encode the target first.
-        raw: bytes = getattr(self, "raw_requestline", b"")  # set by handle_one_request (untyped in typeshed)
-        line = raw.decode("iso-8859-1").rstrip("\r\n")
-        words = line.split(" ")
-        if len(words) > 3 and words[-1].startswith("HTTP/"):
-            target = " ".join(words[1:-1]).replace(" ", "%20")
-            self.raw_requestline = f"{words[0]} {target} {words[-1]}\r\n".encode("iso-8859-1")
-        return super().parse_request()
-
-    def date_time_string(self, timestamp: float | None = None) -> str:
-        """The ``Date`` header on the wall clock: the simulated one only drives calls and expiries."""
-        return BaseHTTPRequestHandler.date_time_string(self, timestamp)
-
-    def do_HEAD(self) -> None:
-        """Refuse a HEAD as a server without the method does (never counted as a request)."""
-        self.send_error(HTTPStatus.NOT_IMPLEMENTED, f"Unsupported method ({self.command!r})")
-
-    def do_OPTIONS(self) -> None:
-        """Answer a CORS pre-flight (never counted as a request)."""
-        self.send_response(200)
-        for name, value in _CORS:
-            self.send_header(name, value)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def send_json(self, obj: JsonDict) -> None:
-        """Send an HTTP 200 JSON reply (the PBX answers 200 even for failures)."""
-        self.send_bytes(200, json.dumps(obj).encode("utf-8"), "application/json; charset=utf-8")
-
-
 class PbxApiServer(LoopbackHttpSimulator[RequestLine]):
     """The PBX's API over the recordings and CDR rows stored with :meth:`_store_call`.
 
@@ -133,7 +96,7 @@ class PbxApiServer(LoopbackHttpSimulator[RequestLine]):
     FAULT_PARAMS: ClassVar[Mapping[str, frozenset[str]]] = {
         "slow": frozenset({"seconds", "endpoint"}),
         "error_5xx": frozenset({"status", "endpoint"}),
-        "truncate": frozenset({"fraction", "endpoint"}),
+        "truncate": frozenset({"fraction", "at_byte", "how", "endpoint"}),
         "redirect": frozenset({"status", "location", "endpoint"}),
     }
     COUNTERS: ClassVar[tuple[str, ...]] = _COUNTER_KEYS
@@ -156,6 +119,7 @@ class PbxApiServer(LoopbackHttpSimulator[RequestLine]):
         lockout_threshold: int,
         lockout_s: float,
         cdr_random_single_use: bool,
+        honour_range: bool = False,
     ) -> None:
         """See :class:`~local.simulators.pbx.PbxSimulator`, which gives every argument its default."""
         if not api_versions:
@@ -170,6 +134,7 @@ class PbxApiServer(LoopbackHttpSimulator[RequestLine]):
         self.lockout_threshold = lockout_threshold
         self.lockout_s = float(lockout_s)
         self.cdr_random_single_use = cdr_random_single_use
+        self.honour_range = honour_range
         # How CDR rows become the CSV the PBX answers: the column set is not published, so tests
         # may swap in another export (other headers, a BOM, a broken last line).
         self.cdr_renderer: Callable[[list[dict[str, str]]], bytes] | None = None
@@ -246,8 +211,9 @@ class PbxApiServer(LoopbackHttpSimulator[RequestLine]):
         * ``slow``: ``seconds`` (float, default 2.0) real delay before a download is answered.
         * ``error_5xx``: ``status`` (500-599, default 503) with a ``text/plain`` body, before
           any validation (the random is not spent).
-        * ``truncate``: ``fraction`` (default 0.5): full Content-Length but the connection is
-          closed after that share of the bytes (the random is spent).
+        * ``truncate``: full Content-Length but the body stops after ``fraction`` (default 0.5)
+          of it, or at byte ``at_byte`` of the file, and is broken off as ``how`` says
+          (``close``, ``reset`` or ``stall``: ``local.simulators.base``); the random is spent.
         * ``expire_random``: the next randoms issued by either get_random are already expired.
         * ``expire_token``: the next authenticated requests find their token expired (20006).
         * ``redirect``: ``status`` (default 302) to ``location`` + the request's path and query.
@@ -418,6 +384,7 @@ class PbxApiServer(LoopbackHttpSimulator[RequestLine]):
             f"attachment; filename={name}",
             "recording/download",
             ok_counter="downloads_ok",
+            ranges=self.honour_range,
         )
 
     def _h_cdr_download(self, h: PbxRequestHandler, query: dict[str, str], ip: str) -> None:
@@ -453,18 +420,34 @@ class PbxApiServer(LoopbackHttpSimulator[RequestLine]):
         )
 
     def _stream(
-        self, h: PbxRequestHandler, data: bytes, content_type: str, disposition: str, endpoint: str, *, ok_counter: str
+        self,
+        h: PbxRequestHandler,
+        data: bytes,
+        content_type: str,
+        disposition: str,
+        endpoint: str,
+        *,
+        ok_counter: str,
+        ranges: bool = False,
     ) -> None:
-        """Send ``data`` in chunks, honouring the ``truncate`` fault."""
-        limit = len(data)
+        """Send ``data`` (the range asked for, when ``ranges``) in chunks, honouring ``truncate``."""
+        start, end, status = 0, len(data), 200
+        if ranges and h.headers.get("Range"):
+            span = byte_range(h.headers["Range"], len(data))
+            if span is None:
+                self._count("ranges_unsatisfiable")
+                h.send_bytes(416, b"", content_type, [("Content-Range", f"bytes */{len(data)}")])
+                return
+            start, end, status = span
         trunc = self._endpoint_fault("truncate", endpoint)
-        if trunc is not None:
-            limit = int(len(data) * trunc["fraction"])
-        h.send_response(200)
+        limit = end if trunc is None else self._truncation_limit(trunc, start, end)
+        h.send_response(status)
         h.send_header("Content-Type", content_type)
-        h.send_header("Content-Length", str(len(data)))
+        h.send_header("Content-Length", str(end - start))
         h.send_header("Content-Disposition", disposition)
-        for name, value in _CORS:
+        if status == 206:
+            h.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+        for name, value in CORS:
             h.send_header(name, value)
         if trunc is not None:
             h.send_header("Connection", "close")
@@ -474,7 +457,7 @@ class PbxApiServer(LoopbackHttpSimulator[RequestLine]):
         # them must find it counted (the server thread could otherwise count it later).
         counted = False
         try:
-            for offset in range(0, limit, _CHUNK):
+            for offset in range(start, limit, _CHUNK):
                 if trunc is None and offset + _CHUNK >= limit:
                     self._count(ok_counter)
                     counted = True
@@ -490,6 +473,5 @@ class PbxApiServer(LoopbackHttpSimulator[RequestLine]):
             self._count("downloads_aborted")
             return
         if trunc is not None:
-            # Content-Length promised more: closing now is what makes the client see a short read.
-            h.close_connection = True
             self._count("downloads_truncated")
+            self._break_body(h, trunc)

@@ -60,9 +60,11 @@ class RpcAccess:
             read_timeout=self.read_timeout_seconds,
         )
 
-    def open_link(self, http: requests.Session, url: str) -> AbstractContextManager[ResponseStream]:
-        """Open a signed recording link of this source (host-checked, streamed)."""
-        return open_signed_url(http, url, hosts=self.download_hosts, read_timeout=self.read_timeout_seconds)
+    def open_link(self, http: requests.Session, url: str, offset: int = 0) -> AbstractContextManager[ResponseStream]:
+        """Open a signed recording link of this source (host-checked, streamed) from byte ``offset``."""
+        return open_signed_url(
+            http, url, hosts=self.download_hosts, read_timeout=self.read_timeout_seconds, offset=offset
+        )
 
 
 def parse_rpc_access(

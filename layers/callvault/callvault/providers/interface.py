@@ -94,8 +94,16 @@ class WebhookReply:
 
 
 class DownloadStream(Protocol):
-    """An open HTTP download: its declared length and type, and its bytes in chunks."""
+    """An open HTTP download: where its body lies in the file, its declared length and type,
+    and its bytes in chunks.
 
+    ``start`` is the file offset of the body's first byte: 0 for a whole file (HTTP 200), the
+    first byte of the ``Content-Range`` for a 206. ``total_size`` is the size of the whole file
+    when the reply says it (a 200's ``Content-Length``, a 206's ``Content-Range`` total).
+    """
+
+    start: int
+    total_size: int | None
     content_length: int | None
     content_type: str | None
 
@@ -104,10 +112,18 @@ class DownloadStream(Protocol):
 
 @dataclass(frozen=True)
 class PendingDownload:
-    """One file of a call, ready to be opened at the last moment (links are short-lived)."""
+    """One file of a call, ready to be opened at the last moment (links are short-lived).
+
+    ``open(offset)`` starts the download at byte ``offset``: 0 asks for the whole file, more asks
+    for the rest of it with ``Range: bytes=offset-`` (a transfer that broke resumes so, in the
+    same attempt). Whether the provider honoured the range is the stream's ``start`` (a provider
+    may ignore ``Range`` and send the whole file with a 200); the caller checks it. Each call
+    makes a fresh request, with a fresh single-use link where the provider needs one (a PBX
+    ``random``).
+    """
 
     file_name: str
-    open: Callable[[], AbstractContextManager[DownloadStream]]
+    open: Callable[[int], AbstractContextManager[DownloadStream]]
 
 
 @dataclass(frozen=True)

@@ -162,7 +162,11 @@ class PbxProvider:
             raise PermanentFailure("PBX job has no recording name")
         client = PbxClient(settings, runtime.http.session(source.id, settings.tls))
         session = PbxSession(source, client, runtime)
-        return [PendingDownload(file_name=job.file_name, open=lambda: _open_recording(session, client, recording))]
+        return [
+            PendingDownload(
+                file_name=job.file_name, open=lambda offset: _open_recording(session, client, recording, offset)
+            )
+        ]
 
     def keep_session(self, source: Source, runtime: ProviderRuntime) -> str:
         """Heartbeat the shared token, or log in again: the PBX pushes reports only while it lives."""
@@ -172,15 +176,15 @@ class PbxProvider:
 
 
 @contextmanager
-def _open_recording(session: PbxSession, client: PbxClient, recording: str) -> Iterator[DownloadStream]:
-    """Fresh random, then the download at once (it lives 30 s and works once)."""
+def _open_recording(session: PbxSession, client: PbxClient, recording: str, offset: int) -> Iterator[DownloadStream]:
+    """Fresh random, then the download (from byte ``offset``) at once: it lives 30 s and works once."""
     token = session.token()
     refused = ""
     fresh_token = False
     for _ in range(DOWNLOAD_TRIES):
         try:
             random = client.get_random(token, recording)
-            stream = client.download_recording(token, recording, random)
+            stream = client.download_recording(token, recording, random, offset)
         except TokenRejected as exc:
             if fresh_token:  # a brand-new token rejected too: the PBX is in trouble, retry later
                 raise RetryLater(RetryKind.PROVIDER_UNAVAILABLE, f"PBX rejects a fresh token (errno {exc})") from None

@@ -8,7 +8,10 @@ What the vendor docs impose, and how this module meets it:
 - Every reply is HTTP 200; failure is ``{"status":"Failed","errno":"…"}``. Token errors
   (20004/20005/20006) lead to one re-login.
 - A recording (and a CDR CSV) is downloaded with a ``random`` that lives 30 s and works once, so
-  each download asks for a fresh one right before the GET. A spent or stale random has no
+  each download asks for a fresh one right before the GET, a resumed one too. Whether
+  ``recording/download`` honours ``Range`` no vendor document says (the sample replies come from
+  a Boa server that advertises ``Accept-Ranges: bytes`` on every reply, JSON included); the
+  transfer checks the reply's status and ``Content-Range`` and restarts on a whole file. A spent or stale random has no
   documented errno: any reply that is not what was asked for counts as a refused random.
 - No call follows a redirect (``PbxClient._send``): a 3xx ends the job FAILED with the host it
   pointed at, and the login's credentials or a download's token and random go nowhere else.
@@ -34,6 +37,7 @@ from callvault.http import (
     SYSTEM_TLS,
     ResponseStream,
     TlsSettings,
+    range_header,
     refuse_redirect,
     unreachable,
 )
@@ -203,17 +207,19 @@ class PbxClient:
             raise RetryLater(RetryKind.PROVIDER_UNAVAILABLE, "PBX get_random succeeded without a random")
         return random
 
-    def download_recording(self, token: str, recording: str, random: str) -> ResponseStream:
-        """Start the download; raises RandomRefused / TokenRejected when the reply is not audio."""
+    def download_recording(self, token: str, recording: str, random: str, offset: int = 0) -> ResponseStream:
+        """Start the download (from byte ``offset``: a ``Range`` request, which the vendor documents
+        do not mention, so the PBX may well answer with the whole file); raises RandomRefused /
+        TokenRejected when the reply is not audio."""
         query = urlencode({"recording": recording, "random": random, "token": token}, quote_via=quote)
         url = f"{self._settings.url('recording/download')}?{query}"
-        response = self._send("recording/download", "GET", url, stream=True)
+        response = self._send("recording/download", "GET", url, stream=True, headers=range_header(offset))
         if response.status_code >= 500:
             response.close()
             raise RetryLater(RetryKind.PROVIDER_UNAVAILABLE, f"PBX download answered HTTP {response.status_code}")
         content_type = (response.headers.get("Content-Type") or "").lower()
-        if response.status_code == 200 and not _looks_like_a_reply(content_type):
-            return ResponseStream(response)
+        if response.status_code in (200, 206) and not _looks_like_a_reply(content_type):
+            return ResponseStream(response, "PBX recording/download")
         try:
             errno = _errno_of(response.raw.read(MAX_ERROR_BODY, decode_content=True))
         finally:
