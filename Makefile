@@ -8,8 +8,12 @@ STAMP := $(VENV)/.installed
 STATE ?= .local/state.json
 export SAM_CLI_TELEMETRY := 0
 export PYTHONPATH := $(CURDIR):$(CURDIR)/layers/callvault
+# Python 3.13, the Lambda runtime's, compiles the layer to bytecode (layers/callvault/Makefile
+# also looks on PATH and in pyenv); `make python313` installs one here.
+PY313 := $(VENV)/python3.13
+export PYTHON313 ?= $(wildcard $(CURDIR)/$(PY313)/bin/python3.13)
 
-.PHONY: venv demo local test unit integration lint format typecheck validate build bench bench-transfer deploy-dev deploy-prod clean register-sources
+.PHONY: venv demo local test unit integration lint format typecheck validate build python313 bench bench-transfer deploy-dev deploy-prod clean register-sources
 
 venv: $(STAMP)
 
@@ -59,6 +63,29 @@ validate: venv
 
 build: venv
 	$(BIN)/sam build
+
+## Python 3.13 for `make build` on a machine without one: Debian 13's python3.13, unpacked into
+## .venv/python3.13 with the C library it was built for (no system package changes; needs
+## apt-get and dpkg-deb, as on Debian and Ubuntu). Only compileall needs to run in it.
+PY313_PACKAGES := python3.13-minimal libpython3.13-minimal libc6 libexpat1 zlib1g
+PY313_APT = -o Dir::Etc::SourceList=$(CURDIR)/$(PY313)/apt/sources.list -o Dir::Etc::SourceParts=- \
+	-o Dir::State::Lists=$(CURDIR)/$(PY313)/apt/lists -o Dir::Cache=$(CURDIR)/$(PY313)/apt/cache
+python313: $(PY313)/bin/python3.13
+
+$(PY313)/bin/python3.13:
+	rm -rf $(PY313) && mkdir -p $(PY313)/apt/lists/partial $(PY313)/apt/cache/archives/partial $(PY313)/bin
+	echo 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main' \
+		> $(PY313)/apt/sources.list
+	apt-get -qq $(PY313_APT) update
+	cd $(PY313)/apt && apt-get -qq $(PY313_APT) download $(PY313_PACKAGES)
+	for package in $(PY313)/apt/*.deb; do dpkg-deb -x "$$package" $(PY313)/root || exit 1; done
+	# Started through its own loader, so it runs with its own C library, whatever the system's.
+	loader=$$(ls $(CURDIR)/$(PY313)/root/usr/lib/*-linux-gnu/ld-linux*.so.*) && \
+		printf '#!/bin/sh\nexec "%s" --library-path "%s" "%s" "$$@"\n' \
+			"$$loader" "$$(dirname "$$loader")" "$(CURDIR)/$(PY313)/root/usr/bin/python3.13" > $@
+	chmod +x $@
+	rm -rf $(PY313)/apt
+	$@ -c 'import sys; print("installed", sys.executable, sys.version.split()[0])'
 
 bench: venv
 	$(BIN)/python -m bench

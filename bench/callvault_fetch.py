@@ -113,7 +113,7 @@ class RetryAtOnce(RetryWorkflow):
     """The retry workflow without its wait: the next attempt of a job comes straight back."""
 
     def __init__(self) -> None:
-        super().__init__(sfn=None, state_machine_arn="")
+        super().__init__(open_sfn=lambda: None, state_machine_arn="")
         self.next_attempt: FetchJob | None = None
 
     def hand_over(self, job: FetchJob, plan: RetryPlan, ledger_key: dict[str, str], delivery_id: str) -> str:

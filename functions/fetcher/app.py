@@ -37,7 +37,7 @@ def _fetcher() -> Fetcher:
         runtime=ProviderRuntime(
             http=HttpClients(), state=ProviderState(table), webhook_base_url=config.public_webhook_base_url()
         ),
-        workflow=RetryWorkflow(boto3.client("stepfunctions"), config.retry_state_machine_arn),
+        workflow=RetryWorkflow(lambda: boto3.client("stepfunctions"), config.retry_state_machine_arn),
         retry=config.retry,
         transfer=config.transfer,
         time_left=lambda: _remaining_ms() / 1000,

@@ -334,7 +334,7 @@ def _retry_input(*, give_up: bool) -> dict[str, Any]:
     reason = f"PBX has no audio file {RECORDING!r} (errno 10023)" if give_up else "link expired"
     plan = RetryPlan(give_up, 0, reason, "PermanentFailure" if give_up else "LinkExpired")
     caught = _ExecutionInput()
-    RetryWorkflow(caught, "arn:aws:states:us-east-1:123456789012:stateMachine:retry").hand_over(
+    RetryWorkflow(lambda: caught, "arn:aws:states:us-east-1:123456789012:stateMachine:retry").hand_over(
         FAILED_JOB, plan, ledger_key(FAILED_JOB), "message-1"
     )
     return caught.input

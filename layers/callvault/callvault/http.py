@@ -12,13 +12,18 @@ import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
-import requests
-
 from callvault.errors import PermanentFailure, RetryKind, RetryLater
+
+if TYPE_CHECKING:
+    # Imported where a request is made: the webhook imports every provider module (to parse
+    # sources) and never calls a provider, so its cold start does without requests.
+    import requests
 
 # Seconds to connect; reads default to DEFAULT_READ_TIMEOUT (sources may change it): a
 # stalled download must not hold a fetcher until its Lambda timeout.
@@ -56,17 +61,24 @@ def _ca_bundle_file(pem: str) -> str:
     return str(path)
 
 
-class RedirectRefusingSession(requests.Session):
-    """A session that never follows a redirect, whatever a call's ``allow_redirects`` says.
+@cache
+def _session_class() -> type[requests.Session]:
+    """``RedirectRefusingSession``, defined at the first session (it needs requests)."""
+    import requests
 
-    Following one would re-send a request's query (PBX token, single-use random) and, on a
-    307/308, its body (PBX username and password hash, the webhook token of the login's report
-    URL) to wherever ``Location`` points, and would archive that place's answer as a recording
-    past every check made on the address the source configured.
-    """
+    class RedirectRefusingSession(requests.Session):
+        """A session that never follows a redirect, whatever a call's ``allow_redirects`` says.
 
-    def get_redirect_target(self, resp: requests.Response) -> str | None:
-        return None
+        Following one would re-send a request's query (PBX token, single-use random) and, on a
+        307/308, its body (PBX username and password hash, the webhook token of the login's report
+        URL) to wherever ``Location`` points, and would archive that place's answer as a recording
+        past every check made on the address the source configured.
+        """
+
+        def get_redirect_target(self, resp: requests.Response) -> str | None:
+            return None
+
+    return RedirectRefusingSession
 
 
 class HttpClients:
@@ -79,7 +91,7 @@ class HttpClients:
         key = (source_id, tls)
         session = self._sessions.get(key)
         if session is None:
-            session = RedirectRefusingSession()
+            session = _session_class()()
             session.verify = tls.requests_verify()
             session.headers["User-Agent"] = USER_AGENT
             session.trust_env = False  # proxies from the environment must not see credentials
@@ -144,6 +156,8 @@ def _content_range(header: str) -> tuple[int, int, int] | None:
 
 def unreachable(what: str, exc: requests.RequestException) -> RetryLater:
     """A transport failure as a retryable error whose reason tells ops what to look at."""
+    import requests
+
     if isinstance(exc, requests.exceptions.SSLError):
         return RetryLater(
             RetryKind.PROVIDER_UNAVAILABLE,

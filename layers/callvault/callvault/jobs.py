@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import cached_property
 from typing import Any
 
 from callvault.models import FetchJob
@@ -37,9 +38,15 @@ class JobQueue:
 class RetryWorkflow:
     """Starts the retry state machine for a job that could not be archived on this attempt."""
 
-    def __init__(self, sfn: Any, state_machine_arn: str) -> None:
-        self._sfn = sfn
+    def __init__(self, open_sfn: Callable[[], Any], state_machine_arn: str) -> None:
+        # The Step Functions client is made at the first retry: most fetches need none, and
+        # every client made at a cold start costs time before the first download begins.
+        self._open_sfn = open_sfn
         self._arn = state_machine_arn
+
+    @cached_property
+    def _sfn(self) -> Any:
+        return self._open_sfn()
 
     def hand_over(self, job: FetchJob, plan: RetryPlan, ledger_key: dict[str, str], delivery_id: str) -> str:
         document = {

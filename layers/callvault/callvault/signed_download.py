@@ -17,13 +17,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
-
-import requests
 
 from callvault.download_hosts import DownloadHosts
 from callvault.errors import RetryKind, RetryLater
 from callvault.http import CONNECT_TIMEOUT, ResponseStream, range_header, redact_url, refuse_redirect, unreachable
+
+if TYPE_CHECKING:
+    # Imported where a request is made (see callvault.http): the webhook imports this module
+    # to parse sources and events, and never calls a provider.
+    import requests
 
 MAX_ERROR_BODY = 16 * 1024
 XML_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
@@ -35,6 +39,8 @@ def open_signed_url(
 ) -> Iterator[ResponseStream]:
     """Open ``url`` for streaming from byte ``offset``; a link the source does not allow, or a
     redirect, is a permanent failure, other failures are retryable; every reason is readable."""
+    import requests
+
     hosts.check(url)
     url = _over_tls(url)
     where = redact_url(url)

@@ -24,14 +24,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import requests
 
 from callvault.errors import ConfigError, PermanentFailure, RetryKind, RetryLater
 from callvault.http import CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, refuse_redirect, unreachable
 from callvault.timefmt import utc_now
+
+if TYPE_CHECKING:
+    # Imported where a request is made (see callvault.http): the webhook imports this module
+    # to parse sources and events, and never calls a provider.
+    import requests
 
 SIGNATURE_METHOD = "HMAC-SHA1"
 SIGNATURE_VERSION = "1.0"
@@ -264,6 +267,8 @@ class AlibabaRpcClient:
 
         Transport failures raise ``RetryLater`` (via ``callvault.http.unreachable``).
         """
+        import requests
+
         signed = self.signed_params(action, params)
         encoded = form_encode(signed)
         try:

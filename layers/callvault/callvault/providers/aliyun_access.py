@@ -10,10 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import requests
 
 from callvault.download_hosts import DownloadHosts, parse_download_hosts
 from callvault.errors import ConfigError
@@ -21,6 +19,11 @@ from callvault.http import DEFAULT_READ_TIMEOUT, ResponseStream
 from callvault.providers.alibaba_rpc import AlibabaRpcClient, RpcCredentials
 from callvault.signed_download import open_signed_url
 from callvault.validation import number, optional_text
+
+if TYPE_CHECKING:
+    # Imported where a request is made (see callvault.http): the webhook imports this module
+    # to parse sources and events, and never calls a provider.
+    import requests
 
 ACCESS_FIELDS = frozenset(
     {

@@ -25,10 +25,8 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
-
-import requests
 
 from callvault.errors import ConfigError, FetchError, PermanentFailure, RetryKind, RetryLater
 from callvault.http import (
@@ -44,6 +42,11 @@ from callvault.http import (
 from callvault.providers.interface import ProviderRuntime, Source
 from callvault.timefmt import iso, utc_now
 from callvault.validation import boolean, number, reject_unknown, text
+
+if TYPE_CHECKING:
+    # Imported where a request is made (see callvault.http): the webhook imports this module
+    # to parse sources and events, and never calls a provider.
+    import requests
 
 OPERATIONS = (
     "login",
@@ -258,6 +261,8 @@ class PbxClient:
         raise RetryLater(RetryKind.LINK_EXPIRED, f"PBX refused {DOWNLOAD_TRIES} fresh CDR download links ({refused})")
 
     def _read_cdr(self, url: str) -> tuple[bytes, int]:
+        import requests
+
         response = self._send("cdr/download", "GET", url, stream=True)
         try:
             with response:
@@ -308,6 +313,8 @@ class PbxClient:
         """Every request to the PBX goes out here: one timeout, one transport error mapping, and
         a redirect refused (the session follows none; a PBX that answers with one is misconfigured
         or impersonated, and the request must not be repeated elsewhere)."""
+        import requests
+
         try:
             response = self._http.request(method, url, timeout=self._settings.timeout, **options)
         except requests.RequestException as exc:
