@@ -61,8 +61,12 @@ typecheck: venv
 validate: venv
 	$(BIN)/sam validate --lint
 
+## Build the Lambda artifacts. With no Python 3.13 at hand (PYTHON313, PATH), it first tries
+## `make python313` (Debian, Ubuntu) so the layer ships bytecode; failing that, sources only.
 build: venv
-	$(BIN)/sam build
+	if [ -z "$(PYTHON313)" ] && ! command -v python3.13 >/dev/null; then \
+		$(MAKE) --no-print-directory python313 || echo "build: no Python 3.13 installed; the layer ships without bytecode"; fi
+	py=$(CURDIR)/$(PY313)/bin/python3.13; if [ -x "$$py" ]; then export PYTHON313="$$py"; fi; $(BIN)/sam build
 
 ## Python 3.13 for `make build` on a machine without one: Debian 13's python3.13, unpacked into
 ## .venv/python3.13 with the C library it was built for (no system package changes; needs
