@@ -13,7 +13,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/layers/callvault
 PY313 := $(VENV)/python3.13
 export PYTHON313 ?= $(wildcard $(CURDIR)/$(PY313)/bin/python3.13)
 
-.PHONY: venv demo local test unit integration lint format typecheck validate build python313 bench bench-transfer deploy-dev deploy-prod clean register-sources
+.PHONY: venv demo local test unit integration lint format typecheck validate build python313 bench bench-transfer bench-cold-start deploy-dev deploy-prod clean register-sources
 
 venv: $(STAMP)
 
@@ -70,8 +70,11 @@ build: venv
 
 ## Python 3.13 for `make build` on a machine without one: Debian 13's python3.13, unpacked into
 ## .venv/python3.13 with the C library it was built for (no system package changes; needs
-## apt-get and dpkg-deb, as on Debian and Ubuntu). Only compileall needs to run in it.
-PY313_PACKAGES := python3.13-minimal libpython3.13-minimal libc6 libexpat1 zlib1g
+## apt-get and dpkg-deb, as on Debian and Ubuntu). `make build` only runs compileall in it; the
+## whole standard library (and the C libraries of its ssl, ctypes, lzma… modules) is there so that
+## `make bench-cold-start PYTHON_FOR_BENCH=…` can run the handlers under the runtime's Python.
+PY313_PACKAGES := python3.13-minimal libpython3.13-minimal libpython3.13-stdlib libc6 libexpat1 zlib1g \
+	libssl3t64 libffi8 libbz2-1.0 liblzma5 libmpdec4 libzstd1 libuuid1 libsqlite3-0
 PY313_APT = -o Dir::Etc::SourceList=$(CURDIR)/$(PY313)/apt/sources.list -o Dir::Etc::SourceParts=- \
 	-o Dir::State::Lists=$(CURDIR)/$(PY313)/apt/lists -o Dir::Cache=$(CURDIR)/$(PY313)/apt/cache
 python313: $(PY313)/bin/python3.13
@@ -89,6 +92,8 @@ $(PY313)/bin/python3.13:
 			"$$loader" "$$(dirname "$$loader")" "$(CURDIR)/$(PY313)/root/usr/bin/python3.13" > $@
 	chmod +x $@
 	rm -rf $(PY313)/apt
+	# Its standard library compiled once, as a runtime's is (Debian compiles it when installing).
+	$@ -m compileall -q $(PY313)/root/usr/lib/python3.13 >/dev/null
 	$@ -c 'import sys; print("installed", sys.executable, sys.version.split()[0])'
 
 bench: venv
@@ -98,6 +103,11 @@ bench: venv
 ## transfer broken at 50 %, handler cold starts (docs/benchmarks.md). BENCH_ARGS= passes options.
 bench-transfer: venv
 	$(BIN)/python -m bench.transfer $(BENCH_ARGS)
+
+## Handler cold starts alone, with and without bytecode in the layer (docs/benchmarks.md). Under the
+## Lambda runtime's Python: `make python313`, then PYTHON_FOR_BENCH=.venv/python3.13/bin/python3.13.
+bench-cold-start: venv
+	$(BIN)/python -m bench.cold_start --python $(or $(PYTHON_FOR_BENCH),$(BIN)/python) $(BENCH_ARGS)
 
 deploy-dev: build
 	$(BIN)/sam deploy --config-env dev

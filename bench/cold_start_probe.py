@@ -14,6 +14,7 @@ Nothing but the standard library is imported before the clock starts.
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import sys
 import time
@@ -49,8 +50,12 @@ def main() -> int:
     context = ProbeContext(task["function_name"], task["memory_mb"], task["timeout_s"])
     module_name, handler_name = task["handler"].rsplit(".", 1)
     sys.path.insert(0, task["code_dir"])
+    # The handlers' logs (Powertools writes to sys.stdout as it is when the logger is made): an
+    # SQS handler answers a failed record with its id and logs why, so the why is read here.
+    logs = io.StringIO()
+    sys.stdout = logs
 
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     module = importlib.import_module(module_name)
     imported = time.perf_counter()
     error: Exception | None = None
@@ -58,16 +63,20 @@ def main() -> int:
         getattr(module, handler_name)(event, context)
     except Exception as exc:
         error = exc
-    invoked = time.perf_counter()
-    # The whole chain: Powertools' batch error carries the record's error in its text.
+    invoked, invoked_cpu = time.perf_counter(), time.process_time()
+    sys.stdout = sys.__stdout__
     outcome = "returned" if error is None else "".join(traceback.format_exception(error, limit=0))
+    outcome += "\n" + logs.getvalue()
 
     result = {
         "import_ms": (imported - started) * 1000,
         "invoke_ms": (invoked - imported) * 1000,
         "total_ms": (invoked - started) * 1000,
+        # CPU time (user + system, all threads): what a machine shared with other work adds to
+        # the wall time (waiting for a core) is not in it.
+        "cpu_ms": (invoked_cpu - started_cpu) * 1000,
         "peak_rss_mib": process_usage()["peak_rss_mib"],
-        "outcome": outcome[-2000:],
+        "outcome": outcome[-20000:],
     }
     result_path.write_text(json.dumps(result))
     return 0

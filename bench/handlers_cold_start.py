@@ -7,7 +7,7 @@ so the figure is everything a cold invocation does before it waits on the networ
 
 - webhook: ``events/webhook-http-api.json`` (a PBX report): the HTTP resolver routes it, the
   dependencies are built (settings, Secrets Manager and SQS clients), the source is read;
-- fetcher: ``events/fetcher-sqs.json``: the batch processor parses the job, the Fetcher is
+- fetcher: ``events/fetcher-sqs.json``: the batch is read, the job parsed, the Fetcher is
   built (DynamoDB, Secrets Manager, S3, Step Functions clients), the ledger claim is sent;
 - pbx_session_keeper and reconciler: the scheduled event: dependencies built, sources listed.
 
@@ -24,9 +24,13 @@ from __future__ import annotations
 import re
 import socket
 import statistics
+import sys
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from bench.lambda_site import LambdaSite
 from bench.processes import ROOT, clean_environment, run_measured
 from local.emulator.template import function_globals, load_template
 
@@ -43,19 +47,21 @@ BASELINE = "baseline"
 REFUSED = re.compile(r"Could not connect to the endpoint URL|EndpointConnectionError")
 
 
-def measure_cold_starts(runs: int) -> dict[str, Any]:
-    """Every probe run and the medians per function (``summary``)."""
+def measure_cold_starts(runs: int, python: str = sys.executable, *, layer_bytecode: bool = True) -> dict[str, Any]:
+    """Every probe run and the medians per function (``summary``), on ``python`` with what the
+    Lambda runtime has (``bench.lambda_site``), the layer compiled or not."""
     template = load_template(ROOT / "template.yaml")
     # Bound, never listening: a connection to it is refused at once, and no one else can take it.
-    with socket.socket() as closed:
+    with socket.socket() as closed, tempfile.TemporaryDirectory(prefix="callvault-lambda-") as work:
         closed.bind(("127.0.0.1", 0))
         endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
-        probes = {BASELINE: _baseline_probe(template, endpoint)}
-        probes.update({name: _function_probe(template, name, endpoint) for name in FUNCTIONS})
+        site = LambdaSite(python, Path(work), layer_bytecode=layer_bytecode)
+        probes = {BASELINE: _baseline_probe(template, site, endpoint)}
+        probes.update({name: _function_probe(template, site, name, endpoint) for name in FUNCTIONS})
         measured: list[dict[str, Any]] = []
         for round_number in range(runs + 1):
             for name, (task, env) in probes.items():
-                result = run_measured("bench.cold_start_probe", task, env)
+                result = run_measured("bench.cold_start_probe", task, env, site.command())
                 if not REFUSED.search(result["outcome"]):
                     raise RuntimeError(f"{name} did not get as far as its first AWS request:\n{result['outcome']}")
                 if round_number:  # round 0 only brings the files into the page cache
@@ -73,30 +79,35 @@ def _summary(measured: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "runs": len(group),
                 **{
                     field: round(statistics.median(run[field] for run in group), 1)
-                    for field in ("import_ms", "invoke_ms", "total_ms", "peak_rss_mib")
+                    for field in ("import_ms", "invoke_ms", "total_ms", "cpu_ms", "peak_rss_mib")
                 },
             }
         )
-    baseline = rows[0]["total_ms"]
+    baseline, baseline_cpu = rows[0]["total_ms"], rows[0]["cpu_ms"]
     for row in rows:
         row["vs_baseline"] = round(row["total_ms"] / baseline, 2)
+        row["cpu_vs_baseline"] = round(row["cpu_ms"] / baseline_cpu, 2)
     return rows
 
 
 def cold_start_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| function | import | first invocation | import + first invocation | × baseline | peak RSS |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| function | import | first invocation | import + first invocation | × baseline "
+        "| CPU | × baseline (CPU) | peak RSS |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {row['function']} | {row['import_ms']:.0f} ms | {row['invoke_ms']:.0f} ms | {row['total_ms']:.0f} ms "
-            f"| {row['vs_baseline']:.2f} | {row['peak_rss_mib']:.0f} MiB |"
+            f"| {row['vs_baseline']:.2f} | {row['cpu_ms']:.0f} ms | {row['cpu_vs_baseline']:.2f} "
+            f"| {row['peak_rss_mib']:.0f} MiB |"
         )
     return "\n".join(lines)
 
 
-def _function_probe(template: Mapping[str, Any], name: str, endpoint: str) -> tuple[dict[str, Any], dict[str, str]]:
+def _function_probe(
+    template: Mapping[str, Any], site: LambdaSite, name: str, endpoint: str
+) -> tuple[dict[str, Any], dict[str, str]]:
     logical_id, event = FUNCTIONS[name]
     properties = template["Resources"][logical_id]["Properties"]
     defaults = function_globals(template)
@@ -106,29 +117,33 @@ def _function_probe(template: Mapping[str, Any], name: str, endpoint: str) -> tu
     }
     environment = {key: _resolve(template, value) for key, value in variables.items()}
     task = {
-        "code_dir": str(ROOT / properties["CodeUri"]),
+        "code_dir": str(site.function(properties["CodeUri"])),
         "handler": properties.get("Handler") or defaults["Handler"],
         "event": str(ROOT / event),
         "function_name": f"callvault-bench-{logical_id}",
         "memory_mb": str(properties.get("MemorySize") or defaults.get("MemorySize", 128)),
         "timeout_s": float(properties.get("Timeout") or defaults.get("Timeout", 3)),
     }
-    return task, _lambda_environment(task, environment, endpoint)
+    return task, _lambda_environment(task, environment, site, endpoint)
 
 
-def _baseline_probe(template: Mapping[str, Any], endpoint: str) -> tuple[dict[str, Any], dict[str, str]]:
+def _baseline_probe(
+    template: Mapping[str, Any], site: LambdaSite, endpoint: str
+) -> tuple[dict[str, Any], dict[str, str]]:
     task = {
-        "code_dir": str(ROOT / "bench" / "baseline_function"),
+        "code_dir": str(site.function("bench/baseline_function")),
         "handler": "app.handler",
         "event": str(ROOT / SCHEDULED_EVENT),
         "function_name": "callvault-bench-baseline",
         "memory_mb": str(function_globals(template).get("MemorySize", 128)),
         "timeout_s": 30.0,
     }
-    return task, _lambda_environment(task, {}, endpoint)
+    return task, _lambda_environment(task, {}, site, endpoint)
 
 
-def _lambda_environment(task: Mapping[str, Any], variables: Mapping[str, str], endpoint: str) -> dict[str, str]:
+def _lambda_environment(
+    task: Mapping[str, Any], variables: Mapping[str, str], site: LambdaSite, endpoint: str
+) -> dict[str, str]:
     """The function's variables, those the Lambda runtime sets, and AWS at the refusing port."""
     return clean_environment(
         {
@@ -147,6 +162,9 @@ def _lambda_environment(task: Mapping[str, Any], variables: Mapping[str, str], e
             "AWS_ENDPOINT_URL": endpoint,
             "AWS_MAX_ATTEMPTS": "1",
             "AWS_RETRY_MODE": "standard",
+            "PYTHONPATH": site.python_path(),
+            # Lambda's code and layer are read-only: what has no bytecode is compiled every time.
+            "PYTHONDONTWRITEBYTECODE": "1",
         }
     )
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -71,12 +71,14 @@ def clean_environment(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def run_measured(module: str, task: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+def run_measured(
+    module: str, task: Mapping[str, Any], env: Mapping[str, str], python: Sequence[str] = (sys.executable,)
+) -> dict[str, Any]:
     """Run ``python -m module TASK_JSON RESULT_PATH`` in a fresh process; its result, as JSON."""
     with tempfile.TemporaryDirectory(prefix="callvault-bench-") as work:
         result = Path(work) / "result.json"
         finished = subprocess.run(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", module, json.dumps(task), str(result)],
+            [*python, "-m", module, json.dumps(task), str(result)],
             cwd=ROOT,
             env=dict(env),
             stdout=subprocess.DEVNULL,

@@ -6,9 +6,6 @@ from functools import lru_cache
 from typing import Any
 
 import boto3
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from callvault.config import settings
@@ -21,8 +18,10 @@ from callvault.observability import logger, tracer
 from callvault.provider_state import ProviderState
 from callvault.providers.interface import ProviderRuntime
 from callvault.sources import SourceDirectory
+from callvault.sqs_batch import BatchResponse, QueueMessage, handle_batch
 
-processor = BatchProcessor(event_type=EventType.SQS)
+# The invocation being served, for the time it has left (Lambda runs one at a time).
+_invocation: dict[str, LambdaContext] = {}
 
 
 @lru_cache(maxsize=1)
@@ -45,11 +44,11 @@ def _fetcher() -> Fetcher:
 
 
 def _remaining_ms() -> int:
-    context = getattr(processor, "lambda_context", None)
+    context = _invocation.get("context")
     return int(context.get_remaining_time_in_millis()) if context else 300_000
 
 
-def fetch_record(record: SQSRecord) -> None:
+def fetch_record(record: QueueMessage) -> None:
     # A malformed message raises InvalidJob: reported as failed, redelivered, then parked
     # in the DLQ (alarmed) rather than silently dropped.
     job = FetchJob.from_json(record.body)
@@ -59,5 +58,6 @@ def fetch_record(record: SQSRecord) -> None:
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
-def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    return process_partial_response(event=event, record_handler=fetch_record, processor=processor, context=context)
+def handler(event: dict[str, Any], context: LambdaContext) -> BatchResponse:
+    _invocation["context"] = context
+    return handle_batch(event, fetch_record)

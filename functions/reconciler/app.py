@@ -14,8 +14,6 @@ from functools import lru_cache
 from typing import Any
 
 import boto3
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from callvault.config import settings
@@ -28,8 +26,7 @@ from callvault.provider_state import ProviderState
 from callvault.providers.interface import ProviderRuntime
 from callvault.reconciliation import ReconcileQueue, Reconciler, ReconcileState, backfill_request, source_request
 from callvault.sources import SourceDirectory
-
-processor = BatchProcessor(event_type=EventType.SQS)
+from callvault.sqs_batch import QueueMessage, handle_batch
 
 
 @lru_cache(maxsize=1)
@@ -62,7 +59,7 @@ def plan() -> dict[str, Any]:
     return {"requested": due, "unreadable_sources": problems}
 
 
-def reconcile_record(record: SQSRecord) -> None:
+def reconcile_record(record: QueueMessage) -> None:
     sources, reconciler, _ = _dependencies()
     source_id = source_request(record.body)
     try:
@@ -88,9 +85,7 @@ def backfill(event: dict[str, Any]) -> dict[str, Any]:
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> Any:
     if isinstance(event, dict) and "Records" in event:
-        return process_partial_response(
-            event=event, record_handler=reconcile_record, processor=processor, context=context
-        )
+        return handle_batch(event, reconcile_record)
     if isinstance(event, dict) and event.get("detail-type") == "Scheduled Event":
         return plan()
     return backfill(event)

@@ -46,6 +46,7 @@ def modules_after_cold_start(function: str, init: str) -> set[str]:
             "SOURCES_SECRET_PREFIX": "callvault/dev/sources/",
             "WEBHOOK_SECRET_PREFIX": "callvault/dev/webhook/",
             "FETCH_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/fetch",
+            "RECONCILE_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/reconcile",
             "RECORDINGS_BUCKET": "recordings",
             "LEDGER_TABLE": "ledger",
             "RETRY_STATE_MACHINE_ARN": "arn:aws:states:us-east-1:123456789012:stateMachine:retry",
@@ -72,11 +73,16 @@ def test_the_webhook_cold_start_leaves_out_what_no_request_needs() -> None:
     assert not any(name.startswith("aws_lambda_powertools.utilities.data_classes") for name in loaded)
 
 
-def test_the_fetcher_cold_start_has_no_yaml_parser() -> None:
-    loaded = modules_after_cold_start("fetcher", "_fetcher")
+@pytest.mark.parametrize(("function", "init"), [("fetcher", "_fetcher"), ("reconciler", "_dependencies")])
+def test_the_queue_consumers_cold_start_without_a_yaml_parser_or_powertools_batch(function: str, init: str) -> None:
+    loaded = modules_after_cold_start(function, init)
 
-    assert "callvault.fetching" in loaded
+    assert "callvault.sqs_batch" in loaded
+    # YAML: sources come from Secrets Manager as JSON; Powertools' batch utility and its event
+    # classes: callvault.sqs_batch answers a partial batch response in a few lines.
     assert "yaml" not in loaded
+    assert not any(name.startswith("aws_lambda_powertools.utilities.batch") for name in loaded)
+    assert not any(name.startswith("aws_lambda_powertools.utilities.data_classes") for name in loaded)
 
 
 @pytest.fixture(scope="module")

@@ -29,10 +29,10 @@ class TransferSettings:
     """How a recording is streamed into S3 (``callvault.streaming``; the numbers are argued in
     docs/operations.md, "Transfer engine").
 
-    Memory held for one transfer is at most ``memory_bound``: the part being filled, the parts
-    queued for the uploaders and the parts they are sending, and one read chunk, whatever the
-    file size. S3 takes parts of 5 MiB at least (but the last); tests against in-memory fakes
-    use smaller ones.
+    Memory held for one transfer is at most ``memory_bound``: the parts the uploaders are sending
+    and the ones queued for them, the part being filled and, while it is joined into one piece,
+    its copy, and one read chunk, whatever the file size. S3 takes parts of 5 MiB at least (but
+    the last); tests against in-memory fakes use smaller ones.
     """
 
     part_size: int = 8 * MIB
@@ -55,7 +55,7 @@ class TransferSettings:
     @property
     def memory_bound(self) -> int:
         """Bytes of part buffers and read chunk one transfer may hold at most."""
-        return self.part_size * (self.uploaders + self.queued_parts + 1) + self.read_size
+        return self.part_size * (self.uploaders + self.queued_parts + 2) + self.read_size
 
 
 @dataclass(frozen=True)
