@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from callvault.providers.registry import PROVIDERS
+from callvault.providers.registry import PROVIDER_NAMES, provider_named
 from local.simulated_providers import SIMULATIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,4 +136,11 @@ def test_a_file_over_500_lines_says_why_in_its_docstring(path: Path) -> None:
 
 
 def test_every_provider_of_the_core_can_be_played_by_the_local_stack() -> None:
-    assert sorted(SIMULATIONS) == sorted(PROVIDERS)
+    assert sorted(SIMULATIONS) == sorted(PROVIDER_NAMES)
+
+
+def test_each_registered_name_loads_the_provider_of_that_name() -> None:
+    for name in PROVIDER_NAMES:
+        provider = provider_named(name)
+        assert provider is not None and provider.name == name
+    assert provider_named("asterisk") is None
