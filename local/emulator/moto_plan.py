@@ -9,7 +9,9 @@ moto's CloudFormation creates the AWS resources but not the compute glue, so the
 - takes the event source mappings out (moto would swallow the messages; the emulator polls);
 - inlines state machine definitions (moto reads only ``DefinitionString``) and applies their
   ``DefinitionSubstitutions`` once the stack exists (:func:`install_state_machines`);
-- adds hidden outputs, so moto resolves the expressions the emulator needs (ARNs, queue URLs).
+- adds hidden outputs, so moto resolves the expressions the emulator needs (ARNs, queue URLs);
+- once the stack exists, does what moto's CloudFormation left undone (:func:`complete_stack`):
+  the state machines, and bucket versioning, which it ignores.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -262,3 +264,28 @@ def install_state_machines(
             )
         except ClientError as error:
             raise LocalStackError(f"state machine {described['name']} rejected: {one_line(error)}") from error
+
+
+def complete_stack(
+    clients: Callable[[str], Any],
+    aws: MotoAws,
+    plan: MotoPlan,
+    template: Mapping[str, Any],
+    physical: Mapping[str, tuple[str, str]],
+    outputs: Mapping[str, str],
+) -> None:
+    """What moto's CloudFormation leaves undone in a created stack: the state machines to its
+    executing backend, and bucket versioning. ``clients`` makes a client of ``aws`` by service."""
+    install_state_machines(clients("stepfunctions"), aws, plan, physical, outputs)
+    apply_bucket_versioning(clients("s3"), template, physical)
+
+
+def apply_bucket_versioning(s3: Any, template: Mapping[str, Any], physical: Mapping[str, tuple[str, str]]) -> None:
+    """Turn on versioning where the template does: moto's CloudFormation creates the bucket but
+    ignores ``VersioningConfiguration`` (and the lifecycle rules, which moto would not run
+    anyway). Versions matter to correctness: an overwrite keeps the old recording, and an
+    erasure must delete every version."""
+    for logical_id, properties in resources_of_type(template, "AWS::S3::Bucket"):
+        versioning = properties.get("VersioningConfiguration") or {}
+        if versioning.get("Status") == "Enabled" and logical_id in physical:
+            s3.put_bucket_versioning(Bucket=physical[logical_id][1], VersioningConfiguration={"Status": "Enabled"})

@@ -38,7 +38,7 @@ from local.emulator.lambda_api import LambdaApiServer
 from local.emulator.moto_plan import (
     HIDDEN_OUTPUT_PREFIX,
     MotoPlan,
-    install_state_machines,
+    complete_stack,
     plan_for_moto,
     unsupported_types,
 )
@@ -315,7 +315,7 @@ class LocalStack:
         all_outputs = {o["OutputKey"]: str(o.get("OutputValue", "")) for o in stack.get("Outputs", [])}
         self.outputs = {k: v for k, v in all_outputs.items() if not k.startswith(HIDDEN_OUTPUT_PREFIX)}
         physical = stack_readback.physical_ids(cfn, self.stack_name)
-        install_state_machines(self.client("stepfunctions"), self.aws, plan, physical, all_outputs)
+        complete_stack(self.client, self.aws, plan, sam_template, physical, all_outputs)
         self.functions = stack_readback.function_specs(
             sam_template, self.template_path.parent, plan, artifacts, physical, self.client("lambda")
         )

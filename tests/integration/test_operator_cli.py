@@ -11,13 +11,16 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from callvault.admin import erasure
 from callvault.admin.cli import main
+from callvault.admin.target import StackTarget
+from callvault.ledger import RecordingLedger
 from local.emulator.stack import LocalStack
 from tests.conftest import ROOT
 from tests.integration.conftest import ZONE, Archive, Pbx, pbx_job, post_report
@@ -176,3 +179,84 @@ def test_the_callvault_command_is_installed_with_help_on_each_command() -> None:
         )
         assert result.returncode == 0, result.stderr
         assert "usage: callvault" in result.stdout
+
+
+def test_erase_deletes_every_version_leaves_a_tombstone_and_an_audit_record_and_the_call_never_returns(
+    stack: LocalStack, archive: Archive, pbxs: dict[str, Pbx]
+) -> None:
+    pbx = pbxs["ops-pbx"]
+    # Given an archived call whose recording also has an older version
+    call = pbx.simulator.place_call(duration_s=20, push=False)
+    post_report(stack, pbx.source_id, call.report, token=pbx.token)
+    [item] = archive.settled(pbx.source_id, call.callid)
+    archive.s3.put_object(Bucket=archive.bucket, Key=item["s3_key"], Body=b"an overwrite")
+    assert len(archive.versions(item["s3_key"])) == 2
+
+    # When the operator looks first, then erases it
+    code, planned = callvault_json(
+        stack, "erase", pbx.source_id, call.callid, "--reason", "GDPR request 42", "--dry-run"
+    )
+    assert code == 0 and len(planned["versions"]) == 2 and len(archive.versions(item["s3_key"])) == 2
+    code, record = callvault_json(stack, "erase", pbx.source_id, call.callid, "--reason", "GDPR request 42")
+
+    # Then no version of anything in the call's folder is left
+    assert code == 0 and record["status"] == "erased"
+    folder = item["s3_key"].rsplit("/", 1)[0] + "/"
+    listed = archive.s3.list_object_versions(Bucket=archive.bucket, Prefix=folder)
+    assert listed.get("Versions", []) == [] and listed.get("DeleteMarkers", []) == []
+    # the ledger keeps a tombstone without the job or its phone numbers
+    [tombstone] = archive.files(pbx.source_id, call.callid)
+    assert tombstone["status"] == "ERASED" and "job" not in tombstone and "s3_key" not in tombstone
+    # and the audit record says who, when, why and what, with the file's sha256
+    assert record["reason"] == "GDPR request 42" and "(local stack)" in record["erased_by"]
+    assert [f["sha256"] for f in record["files"]] == [item["sha256"]]
+    assert {v["key"] for v in record["versions"]} == {item["s3_key"]}
+
+    # When the PBX reports the call again, it is not archived again
+    post_report(stack, pbx.source_id, call.report, token=pbx.token)
+    stack.wait_idle(30)
+    assert archive.files(pbx.source_id, call.callid) == [tombstone]
+    assert archive.s3.list_object_versions(Bucket=archive.bucket, Prefix=folder).get("Versions", []) == []
+    # and a second erasure finds nothing left to erase
+    assert callvault(stack, "erase", pbx.source_id, call.callid, "--reason", "again")[0] == 1
+
+
+@pytest.mark.parametrize(
+    ("lock", "bypass", "refusal"),
+    [
+        ({"ObjectLockLegalHoldStatus": "ON"}, True, "under a legal hold"),
+        ({"ObjectLockMode": "COMPLIANCE"}, True, "COMPLIANCE retention"),
+        ({"ObjectLockMode": "GOVERNANCE"}, False, "--bypass-governance overrides it"),
+        ({"ObjectLockMode": "GOVERNANCE"}, True, None),
+    ],
+    ids=["legal-hold", "compliance", "governance", "governance-bypassed"],
+)
+def test_erase_refuses_what_object_lock_protects_and_deletes_nothing(
+    stack: LocalStack, archive: Archive, pbxs: dict[str, Pbx], lock: dict[str, str], bypass: bool, refusal: str | None
+) -> None:
+    pbx = pbxs["ops-pbx"]
+    call = pbx.simulator.place_call(duration_s=15, push=False)
+    post_report(stack, pbx.source_id, call.report, token=pbx.token)
+    [item] = archive.settled(pbx.source_id, call.callid)
+    # Given the recording in a bucket with Object Lock (chosen when a bucket is created)
+    locked = f"locked-{lock.get('ObjectLockMode', 'hold').lower()}-{int(bypass)}"
+    archive.s3.create_bucket(Bucket=locked, ObjectLockEnabledForBucket=True)
+    retention = (
+        {"ObjectLockRetainUntilDate": datetime.now(tz=UTC) + timedelta(days=30)} if "ObjectLockMode" in lock else {}
+    )
+    archive.s3.put_object(Bucket=locked, Key=item["s3_key"], Body=b"recording", **lock, **retention)
+    table = StackTarget.local(stack.state_file).ledger_table()
+    ledger = RecordingLedger(table)
+
+    plan = erasure.plan_erasure(archive.s3, locked, ledger, pbx.source_id, call.callid, bypass_governance=bypass)
+
+    if refusal is None:
+        erasure.erase(archive.s3, locked, table, plan, reason="test", erased_by="test", bypass_governance=True)
+        assert archive.s3.list_object_versions(Bucket=locked, Prefix=item["s3_key"]).get("Versions", []) == []
+        return
+    # Then it is refused with the reason, before anything is deleted
+    assert len(plan.refusals) == 1 and refusal in plan.refusals[0]
+    with pytest.raises(erasure.ErasureRefused, match=refusal.split(" ")[0]):
+        erasure.erase(archive.s3, locked, table, plan, reason="test", erased_by="test")
+    assert len(archive.s3.list_object_versions(Bucket=locked, Prefix=item["s3_key"])["Versions"]) == 1
+    assert [f["status"] for f in archive.files(pbx.source_id, call.callid)] == ["STORED"]

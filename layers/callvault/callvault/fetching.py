@@ -47,6 +47,7 @@ class FetchReport:
     stored: list[StoredObject] = field(default_factory=list)
     already_stored: list[str] = field(default_factory=list)
     in_progress: list[str] = field(default_factory=list)
+    erased: list[str] = field(default_factory=list)  # files erased on request: never archived again
     handed_over: str | None = None  # the reason, when the retry workflow took the job
     noted: str | None = None  # the status noted, for a job that fetches nothing
 
@@ -150,6 +151,10 @@ class Fetcher:
         if claim.outcome is ClaimOutcome.ALREADY_STORED:
             report.already_stored.append(key)
             logger.info("recording already archived", extra={"job": job.identity, "file": file_name})
+            return None
+        if claim.outcome is ClaimOutcome.ERASED:
+            report.erased.append(key)
+            logger.info("recording was erased on request; not archived again", extra={"job": job.identity})
             return None
         if claim.outcome is ClaimOutcome.IN_PROGRESS:
             # Another delivery holds the lease; its message stays on the queue until it is done.

@@ -48,12 +48,16 @@ class Status(str, Enum):
     RETRY_SCHEDULED = "RETRY_SCHEDULED"
     FAILED = "FAILED"
     NO_RECORDING = "NO_RECORDING"
+    # Erased on request (``callvault erase``): a tombstone without the job, its PII or its
+    # object, kept so that a late report or a reconciliation run never archives the file again.
+    ERASED = "ERASED"
 
 
 class ClaimOutcome(str, Enum):
     CLAIMED = "claimed"
     ALREADY_STORED = "already-stored"
     IN_PROGRESS = "in-progress"
+    ERASED = "erased"
 
 
 @dataclass(frozen=True)
@@ -123,16 +127,19 @@ class RecordingLedger:
                 set_if_absent={"created_at": iso(now)},
                 increment="attempts",
                 condition=(
-                    "attribute_not_exists(#pk) OR (#status <> :stored"
+                    "attribute_not_exists(#pk) OR (#status <> :stored AND #status <> :erased"
                     " AND (attribute_not_exists(#lease_until) OR #lease_until < :epoch))"
                 ),
-                condition_values={":stored": Status.STORED.value, ":epoch": epoch},
+                condition_values={":stored": Status.STORED.value, ":erased": Status.ERASED.value, ":epoch": epoch},
             )
         except ClientError as exc:
             _unless_condition_failed(exc)
-            current = self.get(key) or {}
-            stored = current.get("status") == Status.STORED.value
-            return Claim(key, "", ClaimOutcome.ALREADY_STORED if stored else ClaimOutcome.IN_PROGRESS, s3_key)
+            status = (self.get(key) or {}).get("status")
+            outcome = {
+                Status.STORED.value: ClaimOutcome.ALREADY_STORED,
+                Status.ERASED.value: ClaimOutcome.ERASED,
+            }.get(str(status), ClaimOutcome.IN_PROGRESS)
+            return Claim(key, "", outcome, s3_key)
         return Claim(key, lease_id, ClaimOutcome.CLAIMED, s3_key)
 
     def mark_stored(self, claim: Claim, stored: StoredObject) -> bool:
@@ -165,10 +172,10 @@ class RecordingLedger:
     def release(self, job: FetchJob, key: dict[str, str], status: Status, reason: str, lease_id: str | None) -> None:
         """Record why this attempt did not store the file, and free the lease for the next one."""
         now = iso(utc_now())
-        # Never overwrite a STORED file; with a lease, only if we still hold it (else it
-        # expired and another delivery took over: theirs is the truth).
-        condition = "(attribute_not_exists(#status) OR #status <> :stored)"
-        values: dict[str, Any] = {":stored": Status.STORED.value}
+        # Never overwrite a STORED file or an erasure's tombstone; with a lease, only if we still
+        # hold it (else it expired and another delivery took over: theirs is the truth).
+        condition = "(attribute_not_exists(#status) OR (#status <> :stored AND #status <> :erased))"
+        values: dict[str, Any] = {":stored": Status.STORED.value, ":erased": Status.ERASED.value}
         if lease_id:
             condition += " AND #lease_id = :lease_id"
             values[":lease_id"] = lease_id
@@ -254,6 +261,22 @@ class RecordingLedger:
             )
         except ClientError as exc:
             _unless_condition_failed(exc)
+
+    def erase(self, item: dict[str, Any], erasure_id: str, erased_at: str) -> None:
+        """Replace an item of an erased call by its tombstone: which file it was and how it was
+        reached (``via``, so reconciliation still knows the call as handled), nothing more."""
+        tombstone = {
+            "pk": item["pk"],
+            "sk": item["sk"],
+            "source_id": item.get("source_id", ""),
+            "call_id": item.get("call_id", ""),
+            "status": Status.ERASED.value,
+            "erasure_id": erasure_id,
+            "updated_at": erased_at,
+        }
+        if item.get("via"):
+            tombstone["via"] = item["via"]
+        self._table.put_item(Item=tombstone)
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -6,8 +6,8 @@ time_left=)``; ``open_at(offset)`` opens the file from byte ``offset`` (``Pendin
 ``upload_stream`` feeds the same engine from an iterable of chunks that cannot be reopened.
 
 - **Overlap.** The calling thread reads the download, hashes it and collects a part's chunks; a
-  full part is joined into one ``bytes`` (the only copy: botocore sends bytes without copying
-  them) and handed to a small pool of uploader threads while the reader goes on with the next
+  full part is joined into one ``bytes`` (the one copy; botocore sends bytes as they are, with
+  or without awscrt) and handed to a small pool of uploader threads while the reader goes on with the next
   part. Permits for ``uploaders + queued_parts`` parts in flight hold the reader back when S3 is
   slower than the provider. Memory is therefore at most ``TransferSettings.memory_bound`` = part
   size × (uploaders + queued parts + the part being filled + its joined copy) + one read chunk,
@@ -214,8 +214,10 @@ class _Body:
                 self._filled, self._crc = 0, 0
 
     def _joined(self) -> bytes:
-        # bytes, not a bytearray: botocore sends bytes as they are, but copies a bytearray body
-        # into a request of its own (measured: 8 MiB more per part in flight).
+        # bytes, not a bytearray: with awscrt installed (boto3[crt], the dev venv), botocore's CRT
+        # signer copies a bytearray body into a request of its own, 8 MiB more per part in
+        # flight (measured); bytes it sends as they are. The Lambda runtime, without awscrt,
+        # copies neither, so bytes keep the bound wherever the engine runs.
         pieces, self._pieces = self._pieces, []
         return b"".join(pieces)
 

@@ -7,6 +7,7 @@
     callvault dlq list | redrive                  jobs parked in the dead-letter queue
     callvault reconcile <source> [--from --to]    reconcile now, or backfill a time range
     callvault stats [--since T]                   files by source and status, last reconciliation
+    callvault erase <source> <call> --reason R    delete every version of a call's objects (audited)
 
 Every command takes the stack: ``--stack-name NAME [--region R] [--profile P]`` (deployed; read
 through its outputs) or ``--state FILE`` (the local stack, e.g. ``.local/state.json``), and
@@ -25,7 +26,7 @@ from typing import Any, TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from callvault.admin import commands
+from callvault.admin import commands, erasure
 from callvault.admin.target import StackTarget, TargetError
 from callvault.jobs import JobQueue
 from callvault.ledger import RecordingLedger, Status
@@ -87,6 +88,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--from", dest="start", help="start of the range (ISO; without an offset: the source's zone)"
     )
     reconcile.add_argument("--to", dest="end", help="end of the range (same forms)")
+
+    erase = commands_.add_parser(
+        "erase", parents=[target], help="erase a call: every version of its objects, its ledger items (audited)"
+    )
+    erase.add_argument("source")
+    erase.add_argument("call")
+    erase.add_argument("--reason", required=True, help="why (the erasure request): kept in the audit record")
+    erase.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
+    erase.add_argument(
+        "--bypass-governance", action="store_true", help="delete versions under GOVERNANCE retention (needs the right)"
+    )
 
     stats = commands_.add_parser("stats", parents=[target], help="files by source and status")
     stats.add_argument("--since", default="7d", help="calls since: 24h, 7d (default) or an ISO date/time")
@@ -286,6 +298,58 @@ def run_stats(args: argparse.Namespace, target: StackTarget, out: TextIO) -> int
     return OK
 
 
+def run_erase(args: argparse.Namespace, target: StackTarget, out: TextIO) -> int:
+    if not args.reason.strip():
+        raise UsageError("--reason must say why the call is erased")
+    s3, bucket, table_ = target.client("s3"), target.outputs["RecordingsBucketName"], target.ledger_table()
+    plan = erasure.plan_erasure(
+        s3, bucket, RecordingLedger(table_), args.source, args.call, bypass_governance=args.bypass_governance
+    )
+    if not plan.known:
+        print(f"no record of call {args.call!r} of source {args.source!r} (or it was erased before)", file=sys.stderr)
+        return BAD_NEWS
+    planned = {"files": plan.files, "versions": [vars(v) for v in plan.versions]}
+    if plan.refusals:
+
+        def render_refusals() -> None:
+            for why in plan.refusals:
+                print(f"refused: {why}", file=out)
+
+        _emit(args, {"status": "refused", "refusals": plan.refusals, **planned}, render_refusals, out)
+        return BAD_NEWS
+    if args.dry_run:
+
+        def render_plan() -> None:
+            for version in plan.versions:
+                marker = " (delete marker)" if version.delete_marker else ""
+                print(f"would delete {version.key} version {version.version_id}{marker}", file=out)
+            print(
+                f"{len(plan.versions)} version(s), {len(plan.ledger_items)} ledger item(s); nothing deleted", file=out
+            )
+
+        _emit(args, {"status": "dry-run", **planned}, render_plan, out)
+        return OK
+    record = erasure.erase(
+        s3,
+        bucket,
+        table_,
+        plan,
+        reason=args.reason,
+        erased_by=target.caller(),
+        bypass_governance=args.bypass_governance,
+    )
+
+    def render() -> None:
+        print(
+            f"erased call {args.call} of {args.source}: {len(plan.versions)} object version(s), "
+            f"{len(plan.ledger_items)} ledger item(s); audit record {record['pk']} / {record['sk']}",
+            file=out,
+        )
+
+    _emit(args, commands.plain(record), render, out)
+    return OK
+
+
 RUNNERS = {
     "status": run_status,
     "failed": run_failed,
@@ -293,6 +357,7 @@ RUNNERS = {
     "dlq": run_dlq,
     "reconcile": run_reconcile,
     "stats": run_stats,
+    "erase": run_erase,
 }
 
 
@@ -304,6 +369,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except UsageError as exc:
         print(f"callvault {args.command}: {exc}", file=sys.stderr)
         return CANNOT_RUN
+    except erasure.ErasureRefused as exc:
+        print(f"callvault {args.command}: refused: {exc}", file=sys.stderr)
+        return BAD_NEWS
     except (TargetError, commands.ReconcileFailed) as exc:
         print(f"callvault {args.command}: {exc}", file=sys.stderr)
         return CANNOT_RUN if isinstance(exc, TargetError) else BAD_NEWS
