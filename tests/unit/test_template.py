@@ -257,7 +257,7 @@ def test_bucket_policy_denies_insecure_transport(template: dict[str, Any]) -> No
 def test_bucket_aborts_incomplete_multipart_uploads(template: dict[str, Any]) -> None:
     rules = template["Resources"]["RecordingsBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
     assert any(
-        r["Status"] == "Enabled" and r.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation") == 1
+        r.get("Status") == "Enabled" and r.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation") == 1
         for r in rules
     )
 
@@ -267,6 +267,32 @@ def test_bucket_is_versioned_and_emits_eventbridge_events(template: dict[str, An
     assert props["VersioningConfiguration"]["Status"] == "Enabled"
     assert props["NotificationConfiguration"]["EventBridgeConfiguration"]["EventBridgeEnabled"] is True
     assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+
+
+def test_object_lock_is_chosen_by_parameter_and_applies_a_default_retention(template: dict[str, Any]) -> None:
+    parameters, props = template["Parameters"], template["Resources"]["RecordingsBucket"]["Properties"]
+    assert parameters["ObjectLockMode"]["Default"] == "NONE"
+    assert parameters["ObjectLockMode"]["AllowedValues"] == ["NONE", "GOVERNANCE", "COMPLIANCE"]
+    assert template["Conditions"]["HasObjectLock"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ObjectLockMode"}, "NONE"]}]}
+    assert props["ObjectLockEnabled"] == {"Fn::If": ["HasObjectLock", True, {"Ref": "AWS::NoValue"}]}
+    condition, locked, unlocked = props["ObjectLockConfiguration"]["Fn::If"]
+    assert (condition, unlocked) == ("HasObjectLock", {"Ref": "AWS::NoValue"})
+    assert locked["Rule"]["DefaultRetention"] == {
+        "Mode": {"Ref": "ObjectLockMode"},
+        "Days": {"Ref": "ObjectLockRetentionDays"},
+    }
+
+
+def test_old_versions_are_kept_unless_the_deployment_asks_to_expire_them(template: dict[str, Any]) -> None:
+    # Recordings are compliance records: an overwritten or deleted version is not silently
+    # removed after some default number of days.
+    assert template["Parameters"]["NoncurrentVersionExpirationDays"]["Default"] == 0
+    rules = template["Resources"]["RecordingsBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    [conditional] = [rule["Fn::If"] for rule in rules if "Fn::If" in rule]
+    condition, expiring, otherwise = conditional
+    assert condition == "ExpiresNoncurrentVersions" and otherwise == {"Ref": "AWS::NoValue"}
+    assert expiring["NoncurrentVersionExpiration"] == {"NoncurrentDays": {"Ref": "NoncurrentVersionExpirationDays"}}
+    assert not any("NoncurrentVersionExpiration" in rule for rule in rules)
 
 
 def test_ledger_table_is_on_demand_with_point_in_time_recovery(template: dict[str, Any]) -> None:
@@ -451,15 +477,16 @@ def test_retry_workflow_gives_up_marks_failed_and_alerts_without_phone_numbers(r
     assert message["retry"] == "callvault retry pbx-1 1796197497.1772"
 
 
-def test_retry_workflow_never_overwrites_a_stored_recording(retry_workflow) -> None:
-    # Given a concurrent delivery already archived the recording
-    retry_workflow["ddb"].put_item(TableName="ledger", Item={**LEDGER_KEY, "status": {"S": "STORED"}})
+@pytest.mark.parametrize("final", ["STORED", "ERASED"])
+def test_retry_workflow_never_overwrites_a_stored_recording_or_an_erasure(retry_workflow, final: str) -> None:
+    # Given a concurrent delivery already archived the recording, or the call was erased meanwhile
+    retry_workflow["ddb"].put_item(TableName="ledger", Item={**LEDGER_KEY, "status": {"S": final}})
     # When the workflow is told to give up
     result = retry_workflow["run"](_retry_input(give_up=True))
-    # Then the record stays STORED and nobody is alerted
+    # Then the record stays as it is and nobody is alerted
     assert result["status"] == "SUCCEEDED"
     item = retry_workflow["ddb"].get_item(TableName="ledger", Key=LEDGER_KEY)["Item"]
-    assert item["status"] == {"S": "STORED"}
+    assert item["status"] == {"S": final}
     assert retry_workflow["messages"](retry_workflow["alerts"]) == []
 
 
