@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from callvault.sqs_batch import QueueMessage, handle_batch
+from callvault.sqs_batch import BatchFailed, QueueMessage, handle_batch
 
 
 def sqs_event(*bodies: object) -> dict[str, object]:
@@ -32,6 +32,14 @@ def test_a_message_that_raises_is_named_logged_and_the_rest_still_run(caplog: py
     [logged] = caplog.records
     assert logged.levelname == "ERROR" and getattr(logged, "message_id", None) == "m1"
     assert logged.exc_info and "the provider said no" in str(logged.exc_info[1])
+
+
+def test_a_batch_whose_every_message_failed_fails_the_invocation_so_the_errors_alarm_sees_it() -> None:
+    def handle(message: QueueMessage) -> None:
+        raise RuntimeError(f"AWS is down ({message.body})")
+
+    with pytest.raises(BatchFailed, match=r"all 2 message\(s\) failed; the first: AWS is down \(a\)"):
+        handle_batch(sqs_event("a", "b"), handle)
 
 
 def test_a_record_without_a_text_body_fails_alone() -> None:

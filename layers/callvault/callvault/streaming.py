@@ -7,8 +7,8 @@ time_left=)``; ``open_at(offset)`` opens the file from byte ``offset`` (``Pendin
 
 - **Overlap.** The calling thread reads the download, hashes it and collects a part's chunks; a
   full part is joined into one ``bytes`` (the one copy; botocore sends bytes as they are, with
-  or without awscrt) and handed to a small pool of uploader threads while the reader goes on with the next
-  part. Permits for ``uploaders + queued_parts`` parts in flight hold the reader back when S3 is
+  or without awscrt) and handed to a small pool of uploader threads while the reader goes on
+  with the next part. Permits for ``uploaders + queued_parts`` parts in flight hold the reader back when S3 is
   slower than the provider. Memory is therefore at most ``TransferSettings.memory_bound`` = part
   size × (uploaders + queued parts + the part being filled + its joined copy) + one read chunk,
   whatever the file size: 8 MiB × 6 + 1 MiB = 49 MiB.
