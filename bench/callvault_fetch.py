@@ -116,7 +116,14 @@ class RetryAtOnce(RetryWorkflow):
         super().__init__(open_sfn=lambda: None, state_machine_arn="")
         self.next_attempt: FetchJob | None = None
 
-    def hand_over(self, job: FetchJob, plan: RetryPlan, ledger_key: dict[str, str], delivery_id: str) -> str:
+    def hand_over(
+        self,
+        job: FetchJob,
+        plan: RetryPlan,
+        ledger_key: dict[str, str],
+        delivery_id: str,
+        failed_event: dict[str, Any] | None = None,
+    ) -> str:
         self.next_attempt = None if plan.give_up else job.next_attempt()
         return ""
 

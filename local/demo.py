@@ -8,14 +8,20 @@ and loses the report of one call per provider on purpose (the PBX does not push 
 forwarder never runs, RecordingReady and the Dypls recording receipt never come). It shows
 progress until every recording is settled (reconciliation finds the lost ones: the schedule
 runs every few seconds here), then prints what landed in S3, how it was found, and checks
-every object byte for byte (sha256) against the simulator's original. Exit 0 only if all
-arrived intact.
+every object byte for byte (sha256) against the simulator's original. A consumer's view is
+checked too: a subscription on the event bus receives a ``RecordingArchived`` event per stored
+file, each valid against ``schemas/``, and every call has a ``call.json`` sidecar listing its
+files. Exit 0 only if all arrived intact and the consumer's view is right.
+
+A sources file may give a simulated provider port 0: its simulator takes a free port and the
+stack is given the address it really listens on (tests run the demo so, side by side).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 import sys
 import time
@@ -23,12 +29,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from callvault.errors import ConfigError
+from callvault.keys import sidecar_key
 from callvault.sources_file import load_sources_file
+from local.consumer_contract import EventTap, problems
 from local.emulator.errors import LocalStackError
 from local.emulator.stack import LocalStack
 from local.simulated_providers import start_simulators, stop_simulators
-from local.simulation import ExpectedFile, SimulatedSource
+from local.simulation import ExpectedFile, SimulatedSource, bound_document
 from local.simulators.pbx import PbxSimulator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,16 +147,62 @@ def print_table(outcomes: list[Outcome]) -> None:
         print(f"{outcome.expected.source_id:<14} {call:<34} {size:>10,}  {tries:>5}  {origin:<14}  {ok:<9}  {key}")
 
 
+def bind_sources(raws: list[dict[str, Any]], simulations: dict[str, SimulatedSource], path: Path) -> Path:
+    """The sources file the stack gets: each simulated source at its simulator's real address."""
+    bound = [
+        bound_document(raw, simulations[raw["id"]].simulator.base_url) if raw["id"] in simulations else raw
+        for raw in raws
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"sources": bound}, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def consumer_view(stack: LocalStack, tap: EventTap, outcomes: list[Outcome]) -> list[str]:
+    """What a consumer got, checked: one valid RecordingArchived per stored file (at least one:
+    delivery is at least once), and a valid sidecar per call listing exactly its stored files."""
+    found: list[str] = []
+    events = tap.drain()
+    archived: dict[str, int] = {}
+    for event in events:
+        kind = event.get("detail-type", "")
+        found += [f"{kind} event: {problem}" for problem in problems(kind, event.get("detail"))]
+        if kind == "RecordingArchived":
+            archived[event["detail"]["key"]] = archived.get(event["detail"]["key"], 0) + 1
+    stored = [o.item for o in outcomes if o.item and o.item.get("status") == "STORED"]
+    found += [f"no RecordingArchived event for {item['s3_key']}" for item in stored if item["s3_key"] not in archived]
+    calls: dict[str, list[dict[str, Any]]] = {}
+    for item in stored:
+        key = sidecar_key(item["source_id"], item["call_time"], item["call_id"])
+        calls.setdefault(key, []).append(item)
+    for key, items in calls.items():
+        body = stack.client("s3").get_object(Bucket=stack.state["bucket"], Key=key)["Body"].read()
+        sidecar = json.loads(body)
+        found += [f"{key}: {problem}" for problem in problems("call.json", sidecar)]
+        listed = sorted((f["key"], f["sha256"]) for f in sidecar.get("files", []))
+        if listed != sorted((i["s3_key"], i["sha256"]) for i in items):
+            found.append(f"{key} lists {listed}, the ledger has {len(items)} stored files")
+    print(
+        f"a consumer received {sum(archived.values())} RecordingArchived events for {len(archived)} files"
+        f" and finds {len(calls)} call sidecars: {'all valid (schemas/)' if not found else 'PROBLEMS:'}"
+    )
+    for problem in found:
+        print(f"  {problem}")
+    return found
+
+
 def run(sources_file: Path, state_file: Path, timeout: float) -> int:
-    simulations = start_simulators(load_sources_file(sources_file))
+    raws = load_sources_file(sources_file)
+    simulations = start_simulators(raws)
     if not simulations:
         raise ConfigError(f"{sources_file}: no source on loopback to simulate")
     try:
         for source_id, simulation in simulations.items():
             print(f"simulator for {source_id!r} ({simulation.provider}) at {simulation.simulator.base_url}")
+        bound_sources = bind_sources(raws, simulations, state_file.with_name(state_file.stem + "-sources.yaml"))
         with LocalStack(
             ROOT / "template.yaml",
-            sources_file=sources_file,
+            sources_file=bound_sources,
             state_file=state_file,
             parameters=DEMO_PARAMETERS,
             concurrency=2,
@@ -156,6 +212,7 @@ def run(sources_file: Path, state_file: Path, timeout: float) -> int:
             env_overrides={"POWERTOOLS_METRICS_DISABLED": "true"},
         ) as stack:
             print(f"local stack up: webhooks at {stack.state['webhook_url_template']}")
+            tap = EventTap(stack.client("events"), stack.client("sqs"), stack.outputs["EventBusName"])
             print(f"state file: {state_file}")
             stack.run_schedules_now()  # the session keeper logs in; the PBX now pushes its reports
             for simulation in simulations.values():
@@ -184,7 +241,8 @@ def run(sources_file: Path, state_file: Path, timeout: float) -> int:
             print()
             print(f"{intact}/{len(outcomes)} recordings archived intact in {elapsed:.1f} s (bucket {bucket})")
             print(f"{recovered} of them had lost their report and were found by reconciliation")
-            return 0 if intact == len(outcomes) else 1
+            consumer_problems = consumer_view(stack, tap, outcomes)
+            return 0 if intact == len(outcomes) and not consumer_problems else 1
     finally:
         stop_simulators(simulations)
 

@@ -71,8 +71,26 @@ def on_loopback(url: str) -> bool:
 
 
 def port_of(url: str) -> int:
+    """The port of a simulator's address; 0 asks for any free one (tests)."""
     parts = urlsplit(url)
-    return parts.port or (443 if parts.scheme == "https" else 80)
+    if parts.port is not None:
+        return parts.port
+    return 443 if parts.scheme == "https" else 80
+
+
+def bound_document(raw: Mapping[str, Any], base_url: str) -> dict[str, Any]:
+    """A source document whose loopback addresses point at the simulator actually listening
+    (``base_url``): a sources file may give port 0 to let each simulator take a free port."""
+    bound = urlsplit(base_url).netloc
+
+    def rebind(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith(("http://", "https://")) and on_loopback(value):
+            return urlsplit(value)._replace(netloc=bound).geturl()
+        if isinstance(value, Mapping):
+            return {key: rebind(item) for key, item in value.items()}
+        return value
+
+    return {key: rebind(value) for key, value in raw.items()}
 
 
 def with_token(webhook_url: str, token: str) -> str:

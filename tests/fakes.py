@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import threading
 import uuid
@@ -18,6 +19,7 @@ import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 import yaml
 from botocore.exceptions import ClientError
@@ -284,6 +286,7 @@ class FakeS3:
     created: dict[str, dict[str, Any]] = field(default_factory=dict)  # upload id → create parameters
     checksums: dict[str, dict[str, str]] = field(default_factory=dict)  # key → checksum of the object
     part_checksums: dict[str, dict[int, str]] = field(default_factory=dict)
+    tags: dict[str, dict[str, str]] = field(default_factory=dict)  # key → tags of its newest version
     requests: list[str] = field(default_factory=list)
     refuse_part: int | None = None
     parts_held: threading.Event = field(default_factory=threading.Event)
@@ -337,6 +340,7 @@ class FakeS3:
                 if checksums.get(part["PartNumber"]) != part.get("ChecksumCRC32"):
                     raise _s3_error("InvalidPart", "CompleteMultipartUpload")
             self.objects.setdefault(Key, []).append(b"".join(parts[part["PartNumber"]] for part in listed))
+            self.tags[Key] = _tags_of(self.created[UploadId].get("Tagging"))
             if self.created[UploadId].get("ChecksumAlgorithm") == "CRC32":
                 combined = b"".join(base64.b64decode(checksums[part["PartNumber"]]) for part in listed)
                 self.checksums[Key] = {"ChecksumCRC32": f"{crc32_b64(combined)}-{len(listed)}"}
@@ -357,9 +361,19 @@ class FakeS3:
             if declared is not None and declared != base64.b64encode(hashlib.sha256(data).digest()).decode():
                 raise _s3_error("BadDigest", "PutObject")
             self.objects.setdefault(Key, []).append(data)
+            self.metadata[Key] = dict(params.get("Metadata") or {})
+            self.tags[Key] = _tags_of(params.get("Tagging"))
             if declared is not None:
                 self.checksums[Key] = {"ChecksumSHA256": declared}
             return {"VersionId": f"v{len(self.objects[Key])}"}
+
+    def put_object_tagging(self, *, Key: str, Tagging: Mapping[str, Any], **_: Any) -> dict[str, str]:
+        with self._lock:
+            self.requests.append("PutObjectTagging")
+            if Key not in self.objects:
+                raise _s3_error("NoSuchKey", "PutObjectTagging")
+            self.tags[Key] = {tag["Key"]: tag["Value"] for tag in Tagging["TagSet"]}
+        return {}
 
     def list_multipart_uploads(self, **_: Any) -> dict[str, Any]:
         with self._lock:
@@ -370,6 +384,11 @@ class FakeS3:
             if UploadId not in self.uploads:
                 raise _s3_error("NoSuchUpload", "ListParts")
             return {"Parts": [{"PartNumber": number} for number in sorted(self.uploads[UploadId])]}
+
+
+def _tags_of(tagging: str | None) -> dict[str, str]:
+    """The ``Tagging`` parameter of PutObject and CreateMultipartUpload (URL query form)."""
+    return dict(parse_qsl(tagging or "", keep_blank_values=True))
 
 
 def crc32_b64(data: bytes) -> str:
@@ -384,3 +403,21 @@ def _s3_error(code: str, operation: str) -> ClientError:
 def chunks(data: bytes, size: int) -> Iterator[bytes]:
     for start in range(0, len(data), size):
         yield data[start : start + size]
+
+
+@dataclass
+class FakeEvents:
+    """EventBridge's PutEvents: the entries it accepted, in order; ``refuse`` makes it fail
+    (raise, like an unreachable endpoint) while set."""
+
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    refuse: bool = False
+
+    def put_events(self, *, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.refuse:
+            raise _s3_error("InternalException", "PutEvents")
+        self.entries += Entries
+        return {"FailedEntryCount": 0, "Entries": [{"EventId": str(uuid.uuid4())} for _ in Entries]}
+
+    def details(self, kind: str) -> list[dict[str, Any]]:
+        return [json.loads(entry["Detail"]) for entry in self.entries if entry["DetailType"] == kind]

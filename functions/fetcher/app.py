@@ -8,6 +8,7 @@ from typing import Any
 import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from callvault.announcements import announcer
 from callvault.config import settings
 from callvault.fetching import Fetcher
 from callvault.http import HttpClients
@@ -28,10 +29,13 @@ _invocation: dict[str, LambdaContext] = {}
 def _fetcher() -> Fetcher:
     config = settings()
     table = boto3.resource("dynamodb").Table(config.ledger_table)
+    sources = SourceDirectory(boto3.client("secretsmanager"), config.sources_secret_prefix)
+    ledger = RecordingLedger(table)
+    s3 = boto3.client("s3")
     return Fetcher(
-        sources=SourceDirectory(boto3.client("secretsmanager"), config.sources_secret_prefix),
-        ledger=RecordingLedger(table),
-        s3=boto3.client("s3"),
+        sources=sources,
+        ledger=ledger,
+        s3=s3,
         bucket=config.recordings_bucket,
         runtime=ProviderRuntime(
             http=HttpClients(), state=ProviderState(table), webhook_base_url=config.public_webhook_base_url()
@@ -40,6 +44,7 @@ def _fetcher() -> Fetcher:
         retry=config.retry,
         transfer=config.transfer,
         time_left=lambda: _remaining_ms() / 1000,
+        announcer=announcer(config, ledger, s3, sources),
     )
 
 

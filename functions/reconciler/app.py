@@ -2,7 +2,8 @@
 
 One function, three triggers:
 - the schedule (every 5 minutes): one request per source whose interval has passed goes onto
-  the reconcile queue, so each source runs in its own invocation;
+  the reconcile queue, so each source runs in its own invocation; then the sidecars and events
+  still owed to consumers are sent (callvault.announcements);
 - the reconcile queue: reconcile one source, from its checkpoint;
 - a direct invocation ``{"source_id": …, "from": ISO time, "to": ISO time}`` (the operator's
   ``callvault reconcile``): backfill that range now and answer with the run's report.
@@ -16,6 +17,7 @@ from typing import Any
 import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from callvault.announcements import Announcer, announcer
 from callvault.config import settings
 from callvault.errors import ConfigError, SourceNotFound
 from callvault.http import HttpClients
@@ -30,37 +32,42 @@ from callvault.sqs_batch import QueueMessage, handle_batch
 
 
 @lru_cache(maxsize=1)
-def _dependencies() -> tuple[SourceDirectory, Reconciler, ReconcileQueue]:
+def _dependencies() -> tuple[SourceDirectory, Reconciler, ReconcileQueue, Announcer]:
     config = settings()
     table = boto3.resource("dynamodb").Table(config.ledger_table)
     sqs = boto3.client("sqs")
+    s3 = boto3.client("s3")
+    ledger = RecordingLedger(table)
     reconciler = Reconciler(
-        ledger=RecordingLedger(table),
+        ledger=ledger,
         state=ReconcileState(table),
         queue=JobQueue(sqs, config.fetch_queue_url),
-        s3=boto3.client("s3"),
+        s3=s3,
         bucket=config.recordings_bucket,
         runtime=ProviderRuntime(
             http=HttpClients(), state=ProviderState(table), webhook_base_url=config.public_webhook_base_url()
         ),
     )
     sources = SourceDirectory(boto3.client("secretsmanager"), config.sources_secret_prefix)
-    return sources, reconciler, ReconcileQueue(sqs, config.reconcile_queue())
+    return sources, reconciler, ReconcileQueue(sqs, config.reconcile_queue()), announcer(config, ledger, s3, sources)
 
 
 def plan() -> dict[str, Any]:
-    sources, reconciler, requests = _dependencies()
+    sources, reconciler, requests, owed = _dependencies()
     found, problems = sources.all()
     due = reconciler.due(found)
     requests.request(due)
     for source_id, reason in problems.items():
         logger.error("source cannot be reconciled", extra={"source_id": source_id, "reason": reason})
     logger.info("reconciliation planned", extra={"due": due})
-    return {"requested": due, "unreadable_sources": problems}
+    announced = owed.sweep()
+    if any(announced.values()):
+        logger.info("owed sidecars and events sent", extra=announced)
+    return {"requested": due, "unreadable_sources": problems, "announced": announced}
 
 
 def reconcile_record(record: QueueMessage) -> None:
-    sources, reconciler, _ = _dependencies()
+    sources, reconciler, _, _ = _dependencies()
     source_id = source_request(record.body)
     try:
         source = sources.get(source_id)
@@ -72,7 +79,7 @@ def reconcile_record(record: QueueMessage) -> None:
 
 
 def backfill(event: dict[str, Any]) -> dict[str, Any]:
-    sources, reconciler, _ = _dependencies()
+    sources, reconciler, _, _ = _dependencies()
     try:
         source_id, start, end = backfill_request(event)
         source = sources.get(source_id)

@@ -7,6 +7,9 @@ moto's CloudFormation creates the AWS resources but not the compute glue, so the
 - sets aside what moto would create but cannot wire up: the CloudWatch dashboard shows the
   stack's alarms, which moto's CloudFormation does not create (``SET_ASIDE_TYPES``);
 - takes the event source mappings out (moto would swallow the messages; the emulator polls);
+- takes the targets off schedule rules: the emulator plays schedules itself, and moto matches
+  every event put on the bus against a rule without a pattern (AWS never does) and fails to
+  deliver it to the rule's Lambda target (:func:`_unwire_schedules`);
 - inlines state machine definitions (moto reads only ``DefinitionString``) and applies their
   ``DefinitionSubstitutions`` once the stack exists (:func:`install_state_machines`);
 - adds hidden outputs, so moto resolves the expressions the emulator needs (ARNs, queue URLs);
@@ -78,6 +81,7 @@ def plan_for_moto(translated: dict[str, Any], artifacts: Artifacts, parameters: 
     _set_aside(body)
     hidden = _HiddenOutputs()
     mappings = _take_event_source_mappings(body, hidden)
+    _unwire_schedules(body)
     substitutions = _inline_state_machines(body, artifacts, hidden)
     body.setdefault("Outputs", {}).update(hidden.outputs)
     return MotoPlan(body, mappings, hidden.outputs, substitutions)
@@ -99,6 +103,15 @@ def _take_event_source_mappings(body: dict[str, Any], hidden: _HiddenOutputs) ->
     for resource in resources.values():
         _drop_dependencies(resource, set(mappings))
     return mappings
+
+
+def _unwire_schedules(body: dict[str, Any]) -> None:
+    """Schedule rules stay in moto's stack (their names are the ARNs scheduled events carry),
+    without targets: ``local.emulator.scheduler`` invokes the functions."""
+    for resource in body["Resources"].values():
+        props = resource.get("Properties") or {}
+        if resource.get("Type") == "AWS::Events::Rule" and "ScheduleExpression" in props:
+            props.pop("Targets", None)
 
 
 def _set_aside(body: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ import pytest
 from callvault.admin import erasure
 from callvault.admin.cli import main
 from callvault.admin.target import StackTarget
+from callvault.keys import catalog_key_of_folder
 from callvault.ledger import RecordingLedger
 from local.emulator.stack import LocalStack
 from tests.conftest import ROOT
@@ -168,7 +169,7 @@ def test_without_a_stack_the_command_says_how_to_name_one(tmp_path: Path, capsys
 
 def test_the_callvault_command_is_installed_with_help_on_each_command() -> None:
     script = Path(sys.executable).parent / "callvault"
-    for args in ([], ["status"], ["failed"], ["retry"], ["dlq"], ["reconcile"], ["stats"]):
+    for args in ([], ["status"], ["failed"], ["retry"], ["dlq"], ["reconcile"], ["stats"], ["audit"], ["hash-number"]):
         result = subprocess.run(  # noqa: S603 - our own console script
             [str(script), *args, "--help"],
             capture_output=True,
@@ -196,21 +197,25 @@ def test_erase_deletes_every_version_leaves_a_tombstone_and_an_audit_record_and_
     code, planned = callvault_json(
         stack, "erase", pbx.source_id, call.callid, "--reason", "GDPR request 42", "--dry-run"
     )
-    assert code == 0 and len(planned["versions"]) == 2 and len(archive.versions(item["s3_key"])) == 2
+    folder = item["s3_key"].rsplit("/", 1)[0] + "/"
+    sidecar, catalogued = folder + "call.json", catalog_key_of_folder(folder)
+    planned_keys = sorted(v["key"] for v in planned["versions"])
+    assert code == 0 and planned_keys == sorted([item["s3_key"], item["s3_key"], sidecar, catalogued])
+    assert len(archive.versions(item["s3_key"])) == 2
     code, record = callvault_json(stack, "erase", pbx.source_id, call.callid, "--reason", "GDPR request 42")
 
-    # Then no version of anything in the call's folder is left
+    # Then no version of anything in the call's folder is left, nor its catalogue entry
     assert code == 0 and record["status"] == "erased"
-    folder = item["s3_key"].rsplit("/", 1)[0] + "/"
-    listed = archive.s3.list_object_versions(Bucket=archive.bucket, Prefix=folder)
-    assert listed.get("Versions", []) == [] and listed.get("DeleteMarkers", []) == []
+    for prefix in (folder, catalogued):
+        listed = archive.s3.list_object_versions(Bucket=archive.bucket, Prefix=prefix)
+        assert listed.get("Versions", []) == [] and listed.get("DeleteMarkers", []) == []
     # the ledger keeps a tombstone without the job or its phone numbers
     [tombstone] = archive.files(pbx.source_id, call.callid)
     assert tombstone["status"] == "ERASED" and "job" not in tombstone and "s3_key" not in tombstone
     # and the audit record says who, when, why and what, with the file's sha256
     assert record["reason"] == "GDPR request 42" and "(local stack)" in record["erased_by"]
     assert [f["sha256"] for f in record["files"]] == [item["sha256"]]
-    assert {v["key"] for v in record["versions"]} == {item["s3_key"]}
+    assert {v["key"] for v in record["versions"]} == {item["s3_key"], sidecar, catalogued}
 
     # When the PBX reports the call again, it is not archived again
     post_report(stack, pbx.source_id, call.report, token=pbx.token)
@@ -260,3 +265,30 @@ def test_erase_refuses_what_object_lock_protects_and_deletes_nothing(
         erasure.erase(archive.s3, locked, table, plan, reason="test", erased_by="test")
     assert len(archive.s3.list_object_versions(Bucket=locked, Prefix=item["s3_key"])["Versions"]) == 1
     assert [f["status"] for f in archive.files(pbx.source_id, call.callid)] == ["STORED"]
+
+
+def test_audit_confirms_archived_objects_against_the_ledger_and_names_one_that_is_gone(
+    stack: LocalStack, archive: Archive, pbxs: dict[str, Pbx]
+) -> None:
+    pbx = pbxs["ops-pbx"]
+    call = pbx.simulator.place_call(duration_s=15, push=False)
+    post_report(stack, pbx.source_id, call.report, token=pbx.token)
+    [item] = archive.settled(pbx.source_id, call.callid)
+
+    code, report = callvault_json(stack, "audit", pbx.source_id)
+    assert item["s3_key"] not in [p["key"] for p in report["problems"]]
+    assert report["intact"] >= 1
+
+    # When the stored version disappears (a bucket policy gone wrong, a lifecycle rule too eager)
+    archive.s3.delete_object(Bucket=archive.bucket, Key=item["s3_key"], VersionId=item["version_id"])
+    code, report = callvault_json(stack, "audit", pbx.source_id)
+
+    assert code == 1
+    [problem] = [p for p in report["problems"] if p["key"] == item["s3_key"]]
+    assert problem["version"] == item["version_id"] and problem["problem"].startswith("missing")
+
+
+def test_hash_number_says_how_the_sources_sidecars_and_events_write_a_number(stack: LocalStack) -> None:
+    code, answer = callvault_json(stack, "hash-number", "ops-pbx", "+86 138-0013-8000")
+    assert code == 0 and answer == {"source": "ops-pbx", "policy": "mask", "number": "***8000"}
+    assert callvault(stack, "hash-number", "no-such-source", "1")[0] == 2

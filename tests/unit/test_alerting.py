@@ -234,8 +234,12 @@ def test_every_alarm_description_points_at_its_runbook(template: dict[str, Any])
 # What operators see
 # --------------------------------------------------------------------------------------------------
 def dashboard_body(template: dict[str, Any]) -> dict[str, Any]:
+    """The dashboard as deployed with every option on (the example consumer's alarms included)."""
     [dashboard] = resources_of_type(template, "AWS::CloudWatch::Dashboard").values()
-    text = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    text, variables = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    for name, value in variables.items():
+        _, deployed, _ = value["Fn::If"]
+        text = text.replace(f"${{{name}}}", deployed["Fn::Sub"])
     # Every ${...} becomes a value CloudFormation would put there; the rest must be JSON.
     return json.loads(re.sub(r"\$\{([^}]+)\}", lambda m: f"resolved-{m.group(1)}", text))
 

@@ -94,9 +94,18 @@ class Sources:
 class Workflow:
     def __init__(self) -> None:
         self.handed_over: list[tuple[FetchJob, Any]] = []
+        self.failed_events: list[dict[str, Any]] = []
 
-    def hand_over(self, job: FetchJob, plan: Any, key: dict[str, str], delivery_id: str) -> str:
+    def hand_over(
+        self,
+        job: FetchJob,
+        plan: Any,
+        key: dict[str, str],
+        delivery_id: str,
+        failed_event: dict[str, Any] | None = None,
+    ) -> str:
         self.handed_over.append((job, plan))
+        self.failed_events.append(failed_event or {})
         return "execution"
 
 

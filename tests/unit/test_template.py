@@ -292,7 +292,10 @@ def test_old_versions_are_kept_unless_the_deployment_asks_to_expire_them(templat
     condition, expiring, otherwise = conditional
     assert condition == "ExpiresNoncurrentVersions" and otherwise == {"Ref": "AWS::NoValue"}
     assert expiring["NoncurrentVersionExpiration"] == {"NoncurrentDays": {"Ref": "NoncurrentVersionExpirationDays"}}
-    assert not any("NoncurrentVersionExpiration" in rule for rule in rules)
+    # Only a retention class that expires its objects removes their versions, and only its own.
+    expiring_classes = [rule for rule in rules if "NoncurrentVersionExpiration" in rule]
+    assert [rule["Id"] for rule in expiring_classes] == ["RetentionClassArchiveThenExpire"]
+    assert all(rule["TagFilters"] and "ExpirationInDays" in rule for rule in expiring_classes)
 
 
 def test_ledger_table_is_on_demand_with_point_in_time_recovery(template: dict[str, Any]) -> None:

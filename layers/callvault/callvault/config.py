@@ -75,6 +75,10 @@ class Settings:
     webhook_base_url: str = ""
     # Only the reconciler uses it (it fans scheduled runs out through this queue).
     reconcile_queue_url: str = ""
+    # Where RecordingArchived / RecordingFailed go (callvault.announcements).
+    event_bus_name: str = "default"
+    # Only the example transcription consumer: its calls' language (empty: Transcribe identifies it).
+    transcription_language_code: str = ""
 
     def reconcile_queue(self) -> str:
         if not self.reconcile_queue_url:
@@ -129,6 +133,8 @@ class Settings:
             transfer=TransferSettings(part_size=part_size_mib * MIB),
             webhook_base_url=env.get("WEBHOOK_BASE_URL", "").strip().rstrip("/"),
             reconcile_queue_url=env.get("RECONCILE_QUEUE_URL", "").strip(),
+            event_bus_name=env.get("EVENT_BUS_NAME", "").strip() or "default",
+            transcription_language_code=env.get("TRANSCRIPTION_LANGUAGE_CODE", "").strip(),
         )
 
 

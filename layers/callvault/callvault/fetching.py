@@ -23,9 +23,11 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
+from callvault.announcements import AnnouncementFailed, Announcer, failed_detail, view_of
+from callvault.call_facts import call_ended_at, call_started_at
 from callvault.config import RetrySettings, TransferSettings
 from callvault.errors import ConfigError, FetchError, PermanentFailure, RetryKind, RetryLater, SourceNotFound
 from callvault.jobs import RetryWorkflow
@@ -34,6 +36,7 @@ from callvault.ledger import Claim, ClaimOutcome, RecordingLedger, Status, ledge
 from callvault.models import FetchJob, StoredObject
 from callvault.observability import logger, record_archived, record_failure, record_retry
 from callvault.providers.interface import DownloadStream, PendingDownload, ProviderRuntime, Source
+from callvault.retention import object_tags
 from callvault.retry_policy import plan_retry
 from callvault.sources import SourceDirectory
 from callvault.streaming import store_download
@@ -65,8 +68,10 @@ class Fetcher:
         retry: RetrySettings,
         transfer: TransferSettings | None = None,
         time_left: Callable[[], float] = lambda: math.inf,
+        announcer: Announcer | None = None,
     ) -> None:
-        """``time_left``: seconds the current invocation has left (a resume needs some)."""
+        """``time_left``: seconds the current invocation has left (a resume needs some);
+        ``announcer``: sidecars and events for consumers (None: left owed in the ledger)."""
         self._sources = sources
         self._ledger = ledger
         self._s3 = s3
@@ -76,6 +81,7 @@ class Fetcher:
         self._retry = retry
         self._transfer = transfer or TransferSettings()
         self._time_left = time_left
+        self._announcer = announcer
 
     def process(self, job: FetchJob, lease_seconds: int, delivery_id: str) -> FetchReport:
         """One attempt. ``delivery_id`` names this delivery (the SQS message id): a redelivered
@@ -180,8 +186,11 @@ class Fetcher:
             },
             settings=self._transfer,
             time_left=self._time_left,
+            tags=object_tags(source.retention_class),
         )
-        if not self._ledger.mark_stored(claim, stored):
+        if self._ledger.mark_stored(claim, stored):
+            self._announce(job, claim)
+        else:
             logger.warning("lease lost while storing; another delivery owns the record", extra={"key": key})
         logger.info(
             "recording archived",
@@ -191,9 +200,19 @@ class Fetcher:
             provider=job.provider,
             source_id=job.source_id,
             size=stored.size,
-            delay_seconds=(utc_now() - call_ended_at(job)).total_seconds(),
+            delay_seconds=(utc_now() - (call_ended_at(job) or call_started_at(job))).total_seconds(),
         )
         return stored
+
+    def _announce(self, job: FetchJob, claim: Claim) -> None:
+        """Sidecar and event for a stored file; trouble leaves them owed (the ledger says so and
+        the sweep sends them), never costs the archived recording its success."""
+        if self._announcer is None:
+            return
+        try:
+            self._announcer.archived(job.source_id, job.call_id, claim.key["sk"])
+        except AnnouncementFailed as exc:
+            logger.warning("sidecar or event owed; the sweep sends it", extra={"job": job.identity, "reason": str(exc)})
 
     def _resolve_again(self, source: Source, job: FetchJob, file_name: str) -> PendingDownload:
         """A fresh link to one file of the job, for a resume whose old link has expired."""
@@ -214,7 +233,7 @@ class Fetcher:
             return
         # Start the workflow before touching the ledger: if starting fails, the message is
         # redelivered and nothing was recorded as scheduled that is not.
-        self._workflow.hand_over(job, plan, key, delivery_id)
+        self._workflow.hand_over(job, plan, key, delivery_id, self._failed_event(job, key))
         status = Status.FAILED if plan.give_up else Status.RETRY_SCHEDULED
         self._ledger.release(job, key, status, plan.reason, lease_id)
         record = record_failure if plan.give_up else record_retry
@@ -230,15 +249,15 @@ class Fetcher:
             },
         )
 
-
-def call_ended_at(job: FetchJob) -> datetime:
-    """When the call ended, as well as the job says: its start plus the duration the provider
-    reported (a PBX report's ``callduraction``); CCC and Dypls jobs carry only the start."""
-    started = datetime.fromisoformat(job.call_time)
-    if started.tzinfo is None:
-        started = started.replace(tzinfo=UTC)
-    duration = job.details.get("callduraction", "")
-    return started + timedelta(seconds=int(duration)) if duration.isdigit() else started
+    def _failed_event(self, job: FetchJob, key: dict[str, str]) -> dict[str, Any]:
+        """What the workflow's ``RecordingFailed`` event says of the call, should it give up:
+        built here, where the source's participants policy is known; the workflow adds why."""
+        try:
+            source: Source | None = self._sources.get(job.source_id)
+        except (SourceNotFound, ConfigError):
+            source = None
+        detail = failed_detail(key, job, view_of(source), attempt=job.attempt, reason="", error="", failed_at="")
+        return {name: detail[name] for name in ("version", "event_id", "file_name", "call")}
 
 
 class _FreshLinks:

@@ -48,7 +48,16 @@ class RetryWorkflow:
     def _sfn(self) -> Any:
         return self._open_sfn()
 
-    def hand_over(self, job: FetchJob, plan: RetryPlan, ledger_key: dict[str, str], delivery_id: str) -> str:
+    def hand_over(
+        self,
+        job: FetchJob,
+        plan: RetryPlan,
+        ledger_key: dict[str, str],
+        delivery_id: str,
+        failed_event: dict[str, Any] | None = None,
+    ) -> str:
+        """``failed_event``: what the ``RecordingFailed`` event says of the call, if the
+        workflow gives up (callvault.announcements)."""
         document = {
             "job": job.next_attempt().to_dict(),
             "retry": {
@@ -60,6 +69,7 @@ class RetryWorkflow:
                 "alert_reason": without_phone_numbers(plan.reason),
                 "error": plan.error,
                 "ledger_key": {name: {"S": value} for name, value in ledger_key.items()},
+                "event": failed_event or {},
             },
         }
         try:

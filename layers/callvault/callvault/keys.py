@@ -27,20 +27,45 @@ def safe_part(value: str) -> str:
     return f"{stem[: MAX_PART - 18] or '_'}~{digest}{'.' + extension if extension else ''}"
 
 
-def recording_key(source_id: str, call_time: str, call_id: str, file_name: str) -> str:
-    """``recordings/{source}/{yyyy}/{mm}/{dd}/{call}/{file}``; the date is the call's local date."""
+# Beside each call's recordings: its metadata sidecar (callvault.announcements).
+SIDECAR_NAME = "call.json"
+RECORDINGS_PREFIX = "recordings/"
+# The call catalogue: a copy of every sidecar under a tree of its own, which the Athena table
+# reads (it holds no audio, so a query never scans recordings).
+CATALOG_PREFIX = "calls/"
+
+
+def _day_path(source_id: str, call_time: str) -> str:
     day = datetime.fromisoformat(call_time)
-    return "/".join(
-        (
-            "recordings",
-            safe_part(source_id),
-            f"{day:%Y}",
-            f"{day:%m}",
-            f"{day:%d}",
-            safe_part(call_id),
-            safe_part(file_name),
-        )
-    )
+    return f"{safe_part(source_id)}/{day:%Y}/{day:%m}/{day:%d}"
+
+
+def call_folder(source_id: str, call_time: str, call_id: str) -> str:
+    """``recordings/{source}/{yyyy}/{mm}/{dd}/{call}/``; the date is the call's local date."""
+    return f"{RECORDINGS_PREFIX}{_day_path(source_id, call_time)}/{safe_part(call_id)}/"
+
+
+def recording_key(source_id: str, call_time: str, call_id: str, file_name: str) -> str:
+    """``recordings/{source}/{yyyy}/{mm}/{dd}/{call}/{file}``; a recording the provider happens to
+    call ``call.json`` gets a distinct name, so it never meets the sidecar."""
+    name = safe_part(file_name)
+    if name.lower() == SIDECAR_NAME:
+        name = f"call~{hashlib.sha256(file_name.encode()).hexdigest()[:8]}.json"
+    return call_folder(source_id, call_time, call_id) + name
+
+
+def sidecar_key(source_id: str, call_time: str, call_id: str) -> str:
+    return call_folder(source_id, call_time, call_id) + SIDECAR_NAME
+
+
+def catalog_key(source_id: str, call_time: str, call_id: str) -> str:
+    """``calls/{source}/{yyyy}/{mm}/{dd}/{call}.json``: the layout the Athena table projects."""
+    return f"{CATALOG_PREFIX}{_day_path(source_id, call_time)}/{safe_part(call_id)}.json"
+
+
+def catalog_key_of_folder(folder: str) -> str:
+    """The catalogue copy of the sidecar of the call whose folder this is."""
+    return CATALOG_PREFIX + folder.removeprefix(RECORDINGS_PREFIX).rstrip("/") + ".json"
 
 
 CONTENT_TYPES = {

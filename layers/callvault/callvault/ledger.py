@@ -18,6 +18,9 @@ the same job only one downloads, and a STORED file is never downloaded again.
 Two sparse global secondary indexes answer operator questions without a Scan:
 - ``ByStatus``: ``open_status`` (the status of every item that is not STORED) + ``updated_at``;
 - ``ByCallDate``: ``source_id`` + ``call_date`` (the call's local ``yyyy-mm-dd``), every file.
+A third finds what consumers are still owed (``callvault.announcements``):
+- ``ByAnnouncement``: ``announce`` (``RecordingArchived`` from storing until the sidecar and the
+  event are out, ``RecordingFailed`` from giving up until the event is out) + ``updated_at``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ from callvault.timefmt import iso, utc_now
 
 STATUS_INDEX = "ByStatus"
 CALL_DATE_INDEX = "ByCallDate"
+ANNOUNCEMENT_INDEX = "ByAnnouncement"
+ARCHIVED = "RecordingArchived"
+FAILED = "RecordingFailed"
 # BatchGetItem reads at most this many keys per request.
 BATCH_GET_LIMIT = 100
 
@@ -159,6 +165,9 @@ class RecordingLedger:
                     "content_type": stored.content_type,
                     "stored_at": now,
                     "updated_at": now,
+                    # Owed to consumers from this very write: a crash before the sidecar and the
+                    # event are out leaves the debt on record for the sweep.
+                    "announce": ARCHIVED,
                 },
                 remove=("lease_id", "lease_until", "reason"),
                 condition="#lease_id = :lease_id",
@@ -277,6 +286,27 @@ class RecordingLedger:
         if item.get("via"):
             tombstone["via"] = item["via"]
         self._table.put_item(Item=tombstone)
+
+    def announced(self, key: dict[str, str], event: str) -> None:
+        """The sidecar and event owed for this item are out (unless it was erased meanwhile)."""
+        try:
+            self._table.update_item(
+                Key=key,
+                UpdateExpression="REMOVE #announce",
+                ConditionExpression="#announce = :event",
+                ExpressionAttributeNames={"#announce": "announce"},
+                ExpressionAttributeValues={":event": event},
+            )
+        except ClientError as exc:
+            _unless_condition_failed(exc)
+
+    def owed(self, event: str, updated_before: str) -> Iterator[dict[str, str]]:
+        """Keys of items whose ``event`` is still owed, last changed at ``updated_before`` or earlier."""
+        return self._query(
+            IndexName=ANNOUNCEMENT_INDEX,
+            KeyConditionExpression="announce = :event AND updated_at <= :before",
+            ExpressionAttributeValues={":event": event, ":before": updated_before},
+        )
 
     # -- reads ------------------------------------------------------------------------------
 

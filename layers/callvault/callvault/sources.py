@@ -26,8 +26,10 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from callvault.errors import ConfigError, SourceNotFound
+from callvault.participants import parse_policy
 from callvault.providers.interface import ReconcileSettings, Source
 from callvault.providers.registry import provider_named
+from callvault.retention import DEFAULT_RETENTION_CLASS, RETENTION_CLASSES
 from callvault.timefmt import parse_duration
 from callvault.validation import boolean, reject_unknown, section, whole_number
 
@@ -36,6 +38,8 @@ SOURCE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MIN_TOKEN_LENGTH = 16
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
 MAX_UNKNOWN_CACHED = 1024
+# Common fields the webhook's copy leaves out: the key that keeps hashed numbers unguessable.
+WEBHOOK_WITHHELD = frozenset({"participants_hash_key"})
 COMMON_FIELDS = {
     "id",
     "provider",
@@ -45,6 +49,9 @@ COMMON_FIELDS = {
     "max_body_bytes",
     "timezone",
     "retention_days",
+    "retention_class",
+    "participants",
+    "participants_hash_key",
     "reconcile",
 }
 # The reconcile: section, each a duration (90s, 15m, 2h, 1d) with the bounds it must keep.
@@ -131,6 +138,14 @@ def parse_source(raw: Any, *, where: str = "source", credentials: bool = True) -
         raise ConfigError(f"{where}: the webhook's copy of a source must not hold {', '.join(held)}")
     settings = provider.parse_settings(provider_section, where=f"{where}, {provider.name}", credentials=credentials)
     reconcile = parse_reconcile(raw.get("reconcile"), provider.reconcile_defaults, where=where)
+    participants = parse_policy(
+        raw.get("participants"), raw.get("participants_hash_key"), where=where, credentials=credentials
+    )
+    retention_class = raw.get("retention_class", DEFAULT_RETENTION_CLASS)
+    if retention_class not in RETENTION_CLASSES:
+        raise ConfigError(
+            f"{where}: retention_class must be one of {', '.join(RETENTION_CLASSES)}, got {retention_class!r}"
+        )
     return Source(
         id=source_id,
         provider=provider,
@@ -142,6 +157,8 @@ def parse_source(raw: Any, *, where: str = "source", credentials: bool = True) -
         webhook_signing_secret=signing_secret,
         settings=settings,
         reconcile=reconcile,
+        participants=participants,
+        retention_class=retention_class,
     )
 
 
@@ -150,7 +167,7 @@ def webhook_document(raw: Mapping[str, Any]) -> dict[str, Any]:
     provider = provider_named(str(raw["provider"]))
     if provider is None:
         raise ConfigError(f"source {raw.get('id')!r}: unknown provider {raw['provider']!r}")
-    document = dict(raw)
+    document = {name: value for name, value in raw.items() if name not in WEBHOOK_WITHHELD}
     document[provider.name] = {
         name: value for name, value in raw[provider.name].items() if name not in provider.credential_fields
     }

@@ -51,6 +51,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
 import urllib3
@@ -98,22 +99,28 @@ def store_download(
     metadata: Mapping[str, str],
     settings: TransferSettings | None = None,
     time_left: Callable[[], float] | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> StoredObject:
     """Stream the file ``open_at`` opens into ``s3://bucket/key``; returns its size and sha256.
 
     ``content_type`` maps the type the provider declared to the one stored; ``time_left`` is the
     seconds the invocation has left (it decides whether a resume is still worth starting).
+    ``tags`` go on the object. The object carries its sha256 as metadata (``x-amz-meta-sha256``)
+    when it goes up in one request; a multipart upload's metadata is fixed when it starts, before
+    any byte is read, so there it becomes the ``sha256`` tag once the upload is complete.
     """
     settings = settings or TransferSettings()
-    upload = _MultipartUpload(s3, bucket, key, metadata, settings)
+    tags = dict(tags or {})
+    upload = _MultipartUpload(s3, bucket, key, metadata, settings, tags)
     try:
         body = _Download(open_at, upload, settings, time_left or _unlimited, key).read(content_type)
         if body.size == 0:
             raise TransferBroken("provider sent an empty file")
         if upload.started:
             reply = upload.complete(body.take_last_part())
+            _tag_with_digest(s3, bucket, key, reply.get("VersionId"), {**tags, "sha256": body.sha256.hexdigest()})
         else:
-            reply = _put_whole_file(s3, bucket, key, body, upload.content_type, metadata)
+            reply = _put_whole_file(s3, bucket, key, body, upload.content_type, metadata, tags)
     except BaseException:
         upload.abort()
         raise
@@ -295,8 +302,17 @@ class _MultipartUpload:
     """The parts of one multipart upload, created with the first full part and sent by a small
     pool of threads (boto3 clients are thread-safe) while the reader goes on."""
 
-    def __init__(self, s3: Any, bucket: str, key: str, metadata: Mapping[str, str], settings: TransferSettings) -> None:
+    def __init__(
+        self,
+        s3: Any,
+        bucket: str,
+        key: str,
+        metadata: Mapping[str, str],
+        settings: TransferSettings,
+        tags: Mapping[str, str],
+    ) -> None:
         self._s3 = s3
+        self._tagging = {"Tagging": urlencode(tags)} if tags else {}
         self._bucket = bucket
         self._key = key
         self._metadata = dict(metadata)
@@ -327,6 +343,7 @@ class _MultipartUpload:
                 ContentType=self.content_type,
                 Metadata=self._metadata,
                 ChecksumAlgorithm="CRC32",
+                **self._tagging,
             )["UploadId"]
             self._pool = ThreadPoolExecutor(max_workers=self._settings.uploaders, thread_name_prefix="s3-part")
         self._raise_failure()
@@ -422,12 +439,19 @@ class _MultipartUpload:
 
 
 def _put_whole_file(
-    s3: Any, bucket: str, key: str, body: _Body, content_type: str, metadata: Mapping[str, str]
+    s3: Any,
+    bucket: str,
+    key: str,
+    body: _Body,
+    content_type: str,
+    metadata: Mapping[str, str],
+    tags: Mapping[str, str],
 ) -> dict[str, Any]:
     """A file smaller than one part: one request, with the SHA-256 S3 verifies and keeps."""
     last = body.take_last_part()
     data = last[0] if last else b""
     checksum = base64.b64encode(body.sha256.digest()).decode()
+    extra = {"Tagging": urlencode(tags)} if tags else {}
     reply: dict[str, Any] = _s3_call(
         "store the file",
         s3.put_object,
@@ -435,11 +459,28 @@ def _put_whole_file(
         Key=key,
         Body=data,
         ContentType=content_type,
-        Metadata=dict(metadata),
+        Metadata={**metadata, "sha256": body.sha256.hexdigest()},
         ChecksumAlgorithm="SHA256",
         ChecksumSHA256=checksum,
+        **extra,
     )
     return reply
+
+
+def _tag_with_digest(s3: Any, bucket: str, key: str, version_id: str | None, tags: Mapping[str, str]) -> None:
+    """The finished multipart object's tags, with its sha256. The object is stored and verified
+    part by part already: a tag S3 does not take is logged, not worth storing the file again
+    (the ledger, the sidecar and the event carry the sha256 all the same)."""
+    version = {"VersionId": version_id} if version_id else {}
+    try:
+        s3.put_object_tagging(
+            Bucket=bucket,
+            Key=key,
+            Tagging={"TagSet": [{"Key": name, "Value": value} for name, value in tags.items()]},
+            **version,
+        )
+    except (ClientError, BotoCoreError) as exc:
+        logger.warning("sha256 tag not set on the stored object", extra={"key": key, "error": str(exc)})
 
 
 def _s3_call(what: str, call: Callable[..., Any], **params: Any) -> Any:

@@ -8,6 +8,8 @@
     callvault reconcile <source> [--from --to]    reconcile now, or backfill a time range
     callvault stats [--since T]                   files by source and status, last reconciliation
     callvault erase <source> <call> --reason R    delete every version of a call's objects (audited)
+    callvault audit <source> [--since T] [--deep] do the objects hold what the ledger stored?
+    callvault hash-number <source> <number>       a number as the source's sidecars and events write it
 
 Every command takes the stack: ``--stack-name NAME [--region R] [--profile P]`` (deployed; read
 through its outputs) or ``--state FILE`` (the local stack, e.g. ``.local/state.json``), and
@@ -26,8 +28,9 @@ from typing import Any, TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from callvault.admin import commands, erasure
+from callvault.admin import commands, erasure, integrity
 from callvault.admin.target import StackTarget, TargetError
+from callvault.errors import ConfigError, SourceNotFound
 from callvault.jobs import JobQueue
 from callvault.ledger import RecordingLedger, Status
 from callvault.reconciliation import PLAUSIBLE_YEARS, ReconcileState
@@ -99,6 +102,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     erase.add_argument(
         "--bypass-governance", action="store_true", help="delete versions under GOVERNANCE retention (needs the right)"
     )
+
+    audit = commands_.add_parser(
+        "audit", parents=[target], help="check archived objects against the ledger's sizes and sha256"
+    )
+    audit.add_argument("source")
+    audit.add_argument("--since", default="7d", help="calls since: 24h, 7d (default) or an ISO date/time")
+    audit.add_argument("--deep", action="store_true", help="read and hash objects S3 holds no SHA-256 for")
+
+    hash_number = commands_.add_parser(
+        "hash-number", parents=[target], help="a phone number as the source writes participants (to look calls up)"
+    )
+    hash_number.add_argument("source")
+    hash_number.add_argument("number")
 
     stats = commands_.add_parser("stats", parents=[target], help="files by source and status")
     stats.add_argument("--since", default="7d", help="calls since: 24h, 7d (default) or an ISO date/time")
@@ -350,6 +366,42 @@ def run_erase(args: argparse.Namespace, target: StackTarget, out: TextIO) -> int
     return OK
 
 
+def run_audit(args: argparse.Namespace, target: StackTarget, out: TextIO) -> int:
+    since = _since(args.since)
+    assert since is not None
+    report = integrity.audit(
+        target.client("s3"),
+        target.outputs["RecordingsBucketName"],
+        RecordingLedger(target.ledger_table()),
+        args.source,
+        since.date().isoformat(),
+        deep=args.deep,
+    )
+
+    def render() -> None:
+        print(f"{report.intact} of {report.checked} archived files intact (calls since {since:%Y-%m-%d})", file=out)
+        table(report.problems, ("key", "version", "problem"), out)
+
+    _emit(args, report.to_dict(), render, out)
+    return OK if not report.problems else BAD_NEWS
+
+
+def run_hash_number(args: argparse.Namespace, target: StackTarget, out: TextIO) -> int:
+    sources = SourceDirectory(target.client("secretsmanager"), target.outputs["SourcesSecretPrefix"])
+    try:
+        source = sources.get(args.source)
+    except (SourceNotFound, ConfigError) as exc:
+        raise UsageError(str(exc)) from None
+    written = source.participants.apply(args.number)
+    _emit(
+        args,
+        {"source": source.id, "policy": source.participants.mode, "number": written},
+        lambda: print(written, file=out),
+        out,
+    )
+    return OK
+
+
 RUNNERS = {
     "status": run_status,
     "failed": run_failed,
@@ -358,6 +410,8 @@ RUNNERS = {
     "reconcile": run_reconcile,
     "stats": run_stats,
     "erase": run_erase,
+    "audit": run_audit,
+    "hash-number": run_hash_number,
 }
 
 

@@ -2,8 +2,9 @@
 items, and an audit record of who erased what, when and why.
 
 - **What belongs to the call**: the objects under the folder of each S3 key its ledger items
-  name (``recordings/{source}/{yyyy}/{mm}/{dd}/{call}/``: its recordings and whatever else is
-  kept beside them), every version and delete marker of each.
+  name (``recordings/{source}/{yyyy}/{mm}/{dd}/{call}/``: its recordings, its ``call.json``
+  sidecar and whatever else is kept beside them, a transcript say), and the sidecar's copy in
+  the call catalogue (``calls/…/{call}.json``), every version and delete marker of each.
 - **Refused, with the reason, before anything is deleted**, while any version is under a legal
   hold or under COMPLIANCE retention (S3 would refuse too, half-way); GOVERNANCE retention is
   refused unless the operator bypasses it (``--bypass-governance``, which needs
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from callvault.keys import catalog_key_of_folder
 from callvault.ledger import RecordingLedger, Status
 from callvault.timefmt import iso, utc_now
 
@@ -79,7 +81,13 @@ def plan_erasure(
             )
     now = utc_now()
     for folder in sorted(folders):
-        for version in _versions(s3, bucket, folder):
+        catalog_copy = catalog_key_of_folder(folder)
+        # The catalogue key is a prefix of other calls' keys too ("c1.json" of "c1.json2.json").
+        found = [
+            *_versions(s3, bucket, folder),
+            *(v for v in _versions(s3, bucket, catalog_copy) if v.key == catalog_copy),
+        ]
+        for version in found:
             plan.versions.append(version)
             if not version.delete_marker:
                 refusal = _lock_of(s3, bucket, version, now, bypass_governance)

@@ -30,6 +30,7 @@ from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from callvault.call_facts import ENDED_AT
 from callvault.download_hosts import parse_link
 from callvault.errors import BadRequest
 from callvault.models import WHOLE_CALL, FetchJob
@@ -54,6 +55,10 @@ BEIJING = ZoneInfo("Asia/Shanghai")
 RECEIVED = {"code": 0, "msg": "接收成功"}
 # Fields only a call-ended report (SecretReport) carries; a recording receipt has none of them.
 REPORT_FIELDS = frozenset({"release_time", "release_dir", "release_cause", "start_time", "phone_no", "secret_no"})
+# What a record says of the call that its sidecar and events carry (callvault.call_facts): the
+# subscription and the caller's own id, the real numbers and the privacy number between them
+# (participants, written out under the source's policy), the kind of call.
+DETAIL_FIELDS = ("sub_id", "subs_id", "out_id", "phone_no", "peer_no", "secret_no", "call_type")
 NOT_READY_CODES = frozenset({"isv.RECORD_NOT_EXIST", "isv.RECORD_FILE_NOT_EXIST", "isv.NO_RECORD_FILE"})
 # call_time of a recording receipt: epoch milliseconds, as a JSON number or as text.
 EPOCH_MS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
@@ -81,6 +86,31 @@ def _parse_settings(raw: Mapping[str, Any], *, where: str, credentials: bool) ->
         enqueue_call_reports=boolean(raw, "enqueue_call_reports", False, where),
         records_calls=boolean(raw, "records_calls", True, where),
     )
+
+
+def _details(record: Mapping[str, Any]) -> dict[str, str]:
+    """The record's ``DETAIL_FIELDS``; one that is malformed is left out, never a reason to lose
+    the recording (the sub_id, out_id and numbers are facts about it, not needed to fetch it)."""
+    details = {}
+    for key in DETAIL_FIELDS:
+        try:
+            value = first_text(record, key)
+        except BadRequest:
+            continue
+        if value:
+            details[key] = value
+    return details
+
+
+def _release_time(record: Mapping[str, Any]) -> datetime | None:
+    """When a reported call ended (``release_time``, Beijing wall clock), if it says so plausibly."""
+    text = first_text(record, "release_time")
+    if not text:
+        return None
+    try:
+        return plausible_call_time(parse_wall_clock(text, BEIJING))
+    except ValueError:
+        return None  # a fact of the call, not needed to fetch it: left out rather than refused
 
 
 def _call_time(record: Mapping[str, Any]) -> datetime:
@@ -167,7 +197,10 @@ class DyplsProvider:
         except ValueError as exc:
             raise BadRequest(f"call_time: {exc}") from None
         retention = source.retention_days or DEFAULT_RETENTION_DAYS
-        details = {key: first_text(record, key) for key in ("sub_id", "subs_id", "out_id") if first_text(record, key)}
+        details = _details(record)
+        ended = _release_time(record)
+        if ended is not None:
+            details[ENDED_AT] = iso(ended)
         return FetchJob(
             source_id=source.id,
             provider=self.name,

@@ -22,6 +22,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
 
+from callvault.participants import ParticipantPolicy
+
 if TYPE_CHECKING:
     from callvault.http import HttpClients
     from callvault.models import FetchJob
@@ -59,6 +61,10 @@ class Source:
     webhook_signing_secret: str | None
     settings: Any
     reconcile: ReconcileSettings = ReconcileSettings()
+    # How participants' numbers leave callvault (sidecars, events); see callvault.participants.
+    participants: ParticipantPolicy = field(default_factory=ParticipantPolicy)
+    # The lifecycle its objects follow (an S3 tag; callvault.retention).
+    retention_class: str = "standard"
 
     def allows_ip(self, address: str) -> bool:
         """True when no allowlist is configured or ``address`` is inside it."""
