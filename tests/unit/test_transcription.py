@@ -13,6 +13,7 @@ from moto import mock_aws
 from callvault.errors import ConfigError
 from callvault.transcription import start_transcription, transcription_for
 from local.consumer_contract import problems
+from tests.conftest import ROOT
 
 DETAIL = {
     "version": "1",
@@ -98,3 +99,16 @@ def test_a_repeated_event_starts_the_job_once() -> None:
     assert summary["TranscriptionJobName"] == job.job_name
     started = transcribe.get_transcription_job(TranscriptionJobName=job.job_name)["TranscriptionJob"]
     assert started["Media"]["MediaFileUri"] == job.media_uri and started["LanguageCode"] == "zh-CN"
+
+
+@pytest.mark.parametrize("name", ["recording-archived.json", "recording-failed.json"])
+def test_the_sample_consumer_events_follow_the_schemas(name: str) -> None:
+    event = json.loads((ROOT / "events" / "consumers" / name).read_text())
+    assert event["source"] == "callvault"
+    assert problems(event["detail-type"], event["detail"]) == []
+
+
+def test_the_transcribers_sample_event_asks_for_a_transcript_next_to_its_recording() -> None:
+    [record] = json.loads((ROOT / "events" / "transcriber-sqs.json").read_text())["Records"]
+    job = transcription_for(record["body"])
+    assert job is not None and job.output_key.endswith(".wav.transcript.json")
