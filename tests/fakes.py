@@ -287,6 +287,7 @@ class FakeS3:
     checksums: dict[str, dict[str, str]] = field(default_factory=dict)  # key → checksum of the object
     part_checksums: dict[str, dict[int, str]] = field(default_factory=dict)
     tags: dict[str, dict[str, str]] = field(default_factory=dict)  # key → tags of its newest version
+    deleted: list[tuple[str, str]] = field(default_factory=list)  # (key, version id) deleted
     requests: list[str] = field(default_factory=list)
     refuse_part: int | None = None
     parts_held: threading.Event = field(default_factory=threading.Event)
@@ -366,6 +367,17 @@ class FakeS3:
             if declared is not None:
                 self.checksums[Key] = {"ChecksumSHA256": declared}
             return {"VersionId": f"v{len(self.objects[Key])}"}
+
+    def delete_object(self, *, Key: str, VersionId: str | None = None, **_: Any) -> dict[str, str]:
+        """Deletes the version named (``v{n}``, as this fake numbers them) for good."""
+        with self._lock:
+            self.requests.append("DeleteObject")
+            versions = self.objects.get(Key, [])
+            index = int(VersionId[1:]) - 1 if VersionId else len(versions) - 1
+            if 0 <= index < len(versions):
+                versions[index] = b""  # keeps the numbering of the later versions
+                self.deleted.append((Key, VersionId or f"v{index + 1}"))
+        return {}
 
     def put_object_tagging(self, *, Key: str, Tagging: Mapping[str, Any], **_: Any) -> dict[str, str]:
         with self._lock:

@@ -9,6 +9,7 @@ import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from callvault.announcements import announcer
+from callvault.call_facts import loggable
 from callvault.config import settings
 from callvault.fetching import Fetcher
 from callvault.http import HttpClients
@@ -58,7 +59,7 @@ def fetch_record(record: QueueMessage) -> None:
     # in the DLQ (alarmed) rather than silently dropped.
     job = FetchJob.from_json(record.body)
     report = _fetcher().process(job, lease_seconds_for(_remaining_ms()), delivery_id=record.message_id)
-    logger.debug("fetch attempt done", extra={"job": job.identity, "stored": len(report.stored)})
+    logger.debug("fetch attempt done", extra={"job": loggable(job), "stored": len(report.stored)})
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -62,8 +62,9 @@ def test_the_projection_covers_every_day_a_call_can_have_and_needs_no_crawler(ta
     assert [k["Name"] for k in table["PartitionKeys"]] == ["source", "day"]
     assert parameters["projection.source.type"] == "injected"  # a query names its source
     assert parameters["projection.day.type"] == "date"
-    # From the earliest call time callvault accepts (callvault.timefmt.EARLIEST_CALL) to now.
-    assert parameters["projection.day.range"].split(",") == ["2000/01/01", "NOW"]
+    # From the earliest call time callvault accepts (callvault.timefmt.EARLIEST_CALL) to the
+    # latest (a day ahead: a source east of UTC is on tomorrow's date already).
+    assert parameters["projection.day.range"].split(",") == ["2000/01/01", "NOW+1DAYS"]
     assert table["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"] == "org.openx.data.jsonserde.JsonSerDe"
 
 

@@ -263,27 +263,41 @@ def test_a_given_up_file_gets_a_recording_failed_event_from_the_workflow_or_the_
     ids=["keep", "mask", "hash"],
 )
 def test_participants_leave_as_the_source_says_in_every_output(
-    policy: ParticipantPolicy, caller: str, callee: str, capsys: pytest.CaptureFixture[str]
+    policy: ParticipantPolicy, caller: str, callee: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     world = archive(policy)
-    world.provider.files["c1"] = {"a.wav": AUDIO}
-    world.fetcher.process(pbx_job("a.wav"), lease_seconds=60, delivery_id="m1")
+    # A PBX writes both numbers into its file names
+    named = "exten-8613800138000-13900139000-20261201-100000-c1.wav"
+    world.provider.files["c1"] = {named: AUDIO}
+    world.fetcher.process(pbx_job(named), lease_seconds=60, delivery_id="m1")
     world.provider.error = PermanentFailure(f"provider refused the call of {CALLEE}")
-    world.fetcher.process(pbx_job("b.wav"), lease_seconds=60, delivery_id="m2")
+    world.fetcher.process(pbx_job("exten-13900139000.wav"), lease_seconds=60, delivery_id="m2")
 
     expected = [{"role": "caller", "number": caller}, {"role": "callee", "number": callee}]
     assert world.sidecar()["call"]["participants"] == expected
     assert world.events.details(ARCHIVED)[0]["call"]["participants"] == expected
     assert world.workflow.failed_events[0]["call"]["participants"] == expected
-    if policy.mode != "keep":
-        outputs = (
-            world.s3.objects[SIDECAR][-1].decode()
-            + json.dumps(world.events.entries)
-            + json.dumps(world.workflow.failed_events)
-        )
-        logged = capsys.readouterr().out
-        for raw in ("13800138000", "138-0013-8000", CALLEE):
-            assert raw not in outputs and raw not in logged
+    stored_as = world.sidecar()["files"][0]["key"].rsplit("/", 1)[1]
+    failed_as = world.workflow.failed_events[0]["file_name"]
+    if policy.mode == "keep":
+        assert (stored_as, failed_as) == (named, "exten-13900139000.wav")
+        return
+    # The numbers in the file names are masked where the file is stored and announced ...
+    assert stored_as == "exten-xxxxxxxxx8000-xxxxxxx9000-20261201-100000-c1.wav"
+    assert failed_as == "exten-xxxxxxx9000.wav"
+    assert world.events.details(ARCHIVED)[0]["file_name"] == stored_as
+    outputs = (
+        json.dumps(list(world.s3.objects))
+        + world.s3.objects[SIDECAR][-1].decode()
+        + json.dumps(world.events.entries)
+        + json.dumps(world.workflow.failed_events)
+    )
+    # ... and no output, log lines included, carries a number
+    logged = json.dumps([{k: str(v) for k, v in vars(record).items()} for record in caplog.records])
+    for raw in ("13800138000", "138-0013-8000", CALLEE):
+        assert raw not in outputs and raw not in logged
+    # while the ledger keeps the provider's name, the file's identity
+    assert ("CALL#pool#c1", f"FILE#{named}") in world.table.items
 
 
 def test_every_object_carries_its_sources_retention_class_and_its_sha256() -> None:
@@ -310,3 +324,54 @@ def test_a_recording_the_provider_calls_call_json_never_meets_the_sidecar() -> N
     assert stored.key != SIDECAR and stored.key.startswith(FOLDER + "call~")
     assert world.s3.objects[stored.key] == [AUDIO]
     assert [f["key"] for f in world.sidecar()["files"]] == [stored.key]
+
+
+def test_a_fault_in_announcing_never_costs_the_archived_recording_and_the_sweep_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = archive()
+    world.provider.files["c1"] = {"a.wav": AUDIO, "b.wav": AUDIO[::-1]}
+
+    def broken(*_: Any) -> None:
+        raise KeyError("size")  # a bug in announcing, not S3 or EventBridge trouble
+
+    monkeypatch.setattr(world.announcer, "archived", broken)
+    report = world.fetcher.process(pbx_job(), lease_seconds=60, delivery_id="m1")
+
+    # Both files are archived and recorded; both announcements stay owed
+    assert sorted(s.key for s in report.stored) == [FOLDER + "a.wav", FOLDER + "b.wav"]
+    assert world.owed() == [("FILE#a.wav", ARCHIVED), ("FILE#b.wav", ARCHIVED)]
+
+    # An item the sweep cannot announce does not keep it from the others
+    monkeypatch.undo()
+    del world.table.items[("CALL#pool#c1", "FILE#a.wav")]["size"]
+    counts = world.announcer.sweep(older_than=timedelta(0))
+    assert counts["still_owed"] >= 1
+    assert ("FILE#a.wav", ARCHIVED) in world.owed()
+
+
+def test_a_call_erased_while_its_sidecar_is_written_gets_neither_sidecar_nor_event() -> None:
+    world = archive()
+    world.provider.files["c1"] = {"a.wav": AUDIO}
+    original_put = world.s3.put_object
+
+    def put_object(**params: Any) -> dict[str, str]:
+        reply = original_put(**params)
+        if params["Key"] == CATALOG:
+            # callvault erase tombstones the call right after this writer's write
+            item = world.table.items[("CALL#pool#c1", "FILE#a.wav")]
+            world.table.items[("CALL#pool#c1", "FILE#a.wav")] = {
+                "pk": item["pk"],
+                "sk": item["sk"],
+                "status": "ERASED",
+                "source_id": "pool",
+                "call_id": "c1",
+            }
+        return reply
+
+    world.s3.put_object = put_object  # type: ignore[method-assign]
+    world.fetcher.process(pbx_job("a.wav"), lease_seconds=60, delivery_id="m1")
+
+    # The writer found the tombstone on its re-read and took back what it wrote; no event
+    assert sorted(world.s3.deleted) == [(CATALOG, "v1"), (SIDECAR, "v1")]
+    assert world.events.entries == []

@@ -60,7 +60,10 @@ IAM_ACTION_OF = {
     "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
 }
 # Operations whose IAM action depends on whether a version is named: both are allowed.
-VERSIONED_ACTIONS = {"s3:PutObjectTagging": "s3:PutObjectVersionTagging"}
+VERSIONED_ACTIONS = {
+    "s3:PutObjectTagging": "s3:PutObjectVersionTagging",
+    "s3:DeleteObject": "s3:DeleteObjectVersion",
+}
 # Calls in a function's modules that its own path never makes.
 LISTING = "SourceDirectory.all() lists the sources for the scheduled functions; this one reads one source by id"
 NOT_ON_ITS_PATH: dict[str, dict[str, str]] = {

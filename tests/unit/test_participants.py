@@ -7,7 +7,7 @@ import hmac
 
 import pytest
 
-from callvault.call_facts import facts_of
+from callvault.call_facts import facts_of, loggable, stored_name
 from callvault.errors import ConfigError
 from callvault.models import FetchJob
 from callvault.participants import ParticipantPolicy, normalised
@@ -98,7 +98,7 @@ def test_call_facts_come_from_what_the_provider_reported() -> None:
         ("hash", "exten-xxxxxxx8000-xxxxxxx4567-20261202-220541-1796220341.1772.wav"),
     ],
 )
-def test_numbers_a_pbx_writes_into_a_file_name_are_masked_unless_the_source_keeps_them(
+def test_numbers_a_pbx_writes_into_a_file_name_are_masked_where_it_is_stored_unless_the_source_keeps_them(
     policy: str, stored_as: str
 ) -> None:
     raw = "exten-13800138000-02161234567-20261202-220541-1796220341.1772.wav"
@@ -114,5 +114,9 @@ def test_numbers_a_pbx_writes_into_a_file_name_are_masked_unless_the_source_keep
 
     job = job_from_cdr(source, report)
 
-    assert job is not None and job.file_name == stored_as
-    assert job.locator == {"recording": f"2026/12/02/{raw}"}  # what the PBX is asked for, as it named it
+    assert job is not None
+    assert stored_name(job, job.file_name, source.participants) == stored_as
+    # The file's identity in the ledger, and what the PBX is asked for, stay the PBX's own name:
+    # a policy changed later does not make an archived recording look new.
+    assert job.file_name == raw and job.locator == {"recording": f"2026/12/02/{raw}"}
+    assert "13800138000" not in loggable(job) and "02161234567" not in loggable(job)

@@ -525,3 +525,15 @@ def test_retry_workflow_gives_up_explicitly_when_the_job_cannot_be_requeued(retr
     assert item["reason"]["S"].startswith("could not re-enqueue the job after the wait")
     [alert] = retry_workflow["messages"](retry_workflow["alerts"])
     assert json.loads(alert)["reason"].startswith("could not re-enqueue the job after the wait")
+
+
+def test_the_failed_event_has_what_it_needs_on_both_ways_to_give_up(asl: dict[str, Any]) -> None:
+    """The fetcher's give-up and a requeue that failed both reach AnnounceFailure: every
+    ``$.retry.…`` it reads must survive RequeueFailed, which rebuilds ``$.retry``."""
+    detail = asl["States"]["AnnounceFailure"]["Parameters"]["Entries"][0]["Detail"]
+    read = {path.split(".")[2] for path in detail.values() if isinstance(path, str) and path.startswith("$.retry.")}
+    rebuilt = {name.removesuffix(".$") for name in asl["States"]["RequeueFailed"]["Parameters"]}
+    assert read and read <= rebuilt, sorted(read - rebuilt)
+    # and the failure time the ledger and the event share is noted before the ledger is marked
+    assert asl["States"]["RequeueFailed"]["Next"] == asl["States"]["ShouldGiveUp"]["Choices"][0]["Next"]
+    assert asl["States"]["NoteFailureTime"]["Next"] == "MarkFailed"

@@ -82,6 +82,12 @@ def test_what_is_not_a_recording_archived_v1_event_is_refused_with_the_reason(bo
         transcription_for(body)
 
 
+def test_a_key_with_characters_transcribe_refuses_gets_a_transcript_key_it_takes() -> None:
+    renamed = {**DETAIL, "key": "recordings/shop-ccc/2026/12/02/c1/a_b~1f2e3d4c.wav"}
+    job = transcription_for(delivered(renamed))
+    assert job is not None and job.output_key == "recordings/shop-ccc/2026/12/02/c1/a_b-1f2e3d4c.wav.transcript.json"
+
+
 def test_a_file_transcribe_cannot_read_is_skipped() -> None:
     assert transcription_for(delivered({**DETAIL, "content_type": "application/octet-stream"})) is None
 

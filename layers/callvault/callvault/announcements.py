@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from callvault.call_facts import facts_of, utc_text
+from callvault.call_facts import facts_of, stored_name, utc_text
 from callvault.config import Settings
 from callvault.errors import ConfigError, SourceNotFound
 from callvault.keys import catalog_key, sidecar_key
-from callvault.ledger import ARCHIVED, FAILED, RecordingLedger, Status, file_name_of
+from callvault.ledger import ARCHIVED, FAILED, RecordingLedger, Status
 from callvault.models import FetchJob
 from callvault.observability import logger
 from callvault.participants import ParticipantPolicy
@@ -45,8 +46,10 @@ SIDECAR_CONTENT_TYPE = "application/json"
 # A writer that keeps finding new files gives up after this many writes; the debt stays on
 # record and the sweep finishes the sidecar.
 MAX_SIDECAR_WRITES = 5
-# The sweep leaves alone what the fetcher or the workflow is probably sending right now.
+# The sweep leaves alone what the fetcher or the workflow is probably sending right now, and
+# leaves the rest of the reconciler's run (5 minutes at most) to reconciliation.
 SWEEP_GRACE = timedelta(minutes=2)
+SWEEP_BUDGET_SECONDS = 120.0
 
 
 class AnnouncementFailed(Exception):
@@ -94,7 +97,7 @@ def archived_detail(item: dict[str, Any], job: FetchJob, view: SourceView) -> di
         "source_id": job.source_id,
         "provider": job.provider,
         "call_id": job.call_id,
-        "file_name": str(item.get("file_name") or file_name_of(item)),
+        "file_name": stored_file_name(item),
         "bucket": str(item["bucket"]),
         "key": str(item["s3_key"]),
         "version_id": version_id or None,
@@ -117,7 +120,7 @@ def failed_detail(
         "source_id": job.source_id,
         "provider": job.provider,
         "call_id": job.call_id,
-        "file_name": key["sk"].removeprefix("FILE#"),
+        "file_name": stored_name(job, key["sk"].removeprefix("FILE#"), view.policy),
         "call": call_document(job, view),
         "attempts": attempt,
         "origin": job.origin,
@@ -136,7 +139,7 @@ def sidecar_document(job: FetchJob, view: SourceView, stored: list[dict[str, Any
         "call": call_document(job, view),
         "files": [
             {
-                "file_name": str(item.get("file_name") or file_name_of(item)),
+                "file_name": stored_file_name(item),
                 "key": str(item["s3_key"]),
                 "version_id": str(item.get("version_id") or "") or None,
                 "size": int(item["size"]),
@@ -147,6 +150,12 @@ def sidecar_document(job: FetchJob, view: SourceView, stored: list[dict[str, Any
             for item in sorted(stored, key=lambda item: str(item["sk"]))
         ],
     }
+
+
+def stored_file_name(item: dict[str, Any]) -> str:
+    """The name a stored file has in the bucket (the last part of its key): the provider's, with
+    participant numbers masked under the source's policy (``call_facts.stored_name``)."""
+    return str(item["s3_key"]).rsplit("/", 1)[-1]
 
 
 def _utc(text: str) -> str:
@@ -192,14 +201,19 @@ class Announcer:
             logger.error("ledger item has no readable job; nothing to announce", extra={"pk": item["pk"], "sk": sk})
             self._ledger.announced({"pk": item["pk"], "sk": sk}, ARCHIVED)
             return
-        self._write_sidecar(job, view, items, source)
+        if not self._write_sidecar(job, view, items, source, sk):
+            return  # erased while the sidecar was written: no event for a deleted recording
         self._put_event(ARCHIVED, archived_detail(item, job, view))
         self._ledger.announced({"pk": item["pk"], "sk": sk}, ARCHIVED)
 
     def failed(self, key: dict[str, str]) -> None:
         """``RecordingFailed`` for an item the retry workflow gave up on (the sweep's resend)."""
         item = self._ledger.get(key)
-        if item is None or item.get("status") != Status.FAILED.value or item.get("announce") != FAILED:
+        if item is None or item.get("announce") != FAILED:
+            return
+        if item.get("status") != Status.FAILED.value:
+            # Retried (by an operator) or archived meanwhile: the failure is no news any more.
+            self._ledger.announced(key, FAILED)
             return
         job = _job_of(item)
         if job is not None:
@@ -215,13 +229,20 @@ class Announcer:
             self._put_event(FAILED, detail)
         self._ledger.announced(key, FAILED)
 
-    def sweep(self, older_than: timedelta = SWEEP_GRACE) -> dict[str, int]:
+    def sweep(
+        self, older_than: timedelta = SWEEP_GRACE, budget_seconds: float = SWEEP_BUDGET_SECONDS
+    ) -> dict[str, int]:
         """Send what is still owed and was last changed ``older_than`` ago (called on the
-        reconciler's schedule); counts per event."""
+        reconciler's schedule), for at most ``budget_seconds`` (an outage must not make the run
+        time out: the next run goes on); counts per event."""
         before = iso(utc_now() - older_than)
+        stop_at = time.monotonic() + budget_seconds
         sent = {ARCHIVED: 0, FAILED: 0, "still_owed": 0}
         for kind in (ARCHIVED, FAILED):
             for key in list(self._ledger.owed(kind, before)):
+                if time.monotonic() > stop_at:
+                    sent["still_owed"] += 1
+                    continue
                 try:
                     if kind == ARCHIVED:
                         source_id, call_id = _call_of(key)
@@ -232,36 +253,59 @@ class Announcer:
                 except AnnouncementFailed as exc:
                     sent["still_owed"] += 1
                     logger.warning("announcement still owed", extra={"pk": key["pk"], "reason": str(exc)})
+                except Exception:
+                    # One item that cannot be announced (a bug, a malformed item) must not keep the
+                    # sweep from the others, run after run: it stays owed and is logged as an error.
+                    sent["still_owed"] += 1
+                    logger.exception("announcement failed", extra={"pk": key["pk"], "sk": key["sk"]})
         return sent
 
     def _write_sidecar(
-        self, job: FetchJob, view: SourceView, items: list[dict[str, Any]], source: Source | None
-    ) -> None:
+        self, job: FetchJob, view: SourceView, items: list[dict[str, Any]], source: Source | None, sk: str
+    ) -> bool:
+        """Write the call's sidecar (and its catalogue copy) until what was written is what the
+        ledger holds; False if the file being announced is no longer stored (erased meanwhile)."""
+        keys = (
+            sidecar_key(job.source_id, job.call_time, job.call_id),
+            catalog_key(job.source_id, job.call_time, job.call_id),
+        )
         written: list[tuple[str, str]] | None = None
-        for _ in range(MAX_SIDECAR_WRITES):
+        versions: list[tuple[str, str]] = []
+        for _ in range(MAX_SIDECAR_WRITES + 1):
             stored = [i for i in items if i.get("status") == Status.STORED.value]
             present = sorted((str(i["sk"]), str(i.get("version_id") or i.get("sha256"))) for i in stored)
+            if not any(i["sk"] == sk for i in stored):
+                # The call was erased while this ran (callvault erase lists the folder again after
+                # its tombstones; this writer may come after that): take back what it wrote.
+                self._delete_versions(versions)
+                return False
             if present == written:
-                return
+                return True
+            if len(versions) >= MAX_SIDECAR_WRITES * len(keys):
+                break
             # One line: the Athena table reads one JSON object per line.
             document = sidecar_document(job, view, stored)
             body = (json.dumps(document, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
-            for key in (
-                sidecar_key(job.source_id, job.call_time, job.call_id),
-                catalog_key(job.source_id, job.call_time, job.call_id),
-            ):
-                self._put_object(key, body, source)
+            versions += [(key, self._put_object(key, body, source)) for key in keys]
             written = present
             items = self._ledger.call_items(job.source_id, job.call_id)
         raise AnnouncementFailed("the call's files kept changing while its sidecar was written")
 
-    def _put_object(self, key: str, body: bytes, source: Source | None) -> None:
+    def _delete_versions(self, versions: list[tuple[str, str]]) -> None:
+        for key, version in versions:
+            try:
+                self._s3.delete_object(Bucket=self._bucket, Key=key, **({"VersionId": version} if version else {}))
+            except Exception:
+                logger.exception("could not take back a sidecar written during an erasure", extra={"key": key})
+
+    def _put_object(self, key: str, body: bytes, source: Source | None) -> str:
+        """Store ``body`` at ``key``; its version id ("" in a bucket without versioning)."""
         params: dict[str, Any] = {}
         tags = self._tags(source)
         if tags:
             params["Tagging"] = tags
         try:
-            self._s3.put_object(
+            reply = self._s3.put_object(
                 Bucket=self._bucket,
                 Key=key,
                 Body=body,
@@ -271,6 +315,7 @@ class Announcer:
             )
         except Exception as exc:  # S3 trouble of any kind: the debt stays on record
             raise AnnouncementFailed(f"S3 could not store {key}: {exc}") from exc
+        return str(reply.get("VersionId") or "")
 
     def _put_event(self, kind: str, detail: dict[str, Any]) -> None:
         try:

@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from callvault.models import FetchJob
-from callvault.participants import ParticipantPolicy
+from callvault.participants import MASK, ParticipantPolicy, name_for_archive
 
 # Fields of ``FetchJob.details`` that hold a participant's number, and the role it plays: a PBX
 # report's callfrom/callto; a Dypls report's real numbers (phone_no, peer_no) and the privacy
@@ -30,6 +30,23 @@ PARTICIPANT_FIELDS = (
 DIRECTIONS = {"inbound": "inbound", "outbound": "outbound", "internal": "internal"}
 # Set by a provider that knows when the call ended (ISO 8601); else start + ``callduraction``.
 ENDED_AT = "ended_at"
+
+
+def participant_numbers(job: FetchJob) -> list[str]:
+    return [job.details[name] for name, _ in PARTICIPANT_FIELDS if job.details.get(name, "").strip()]
+
+
+def stored_name(job: FetchJob, file_name: str, policy: ParticipantPolicy | None) -> str:
+    """The name a file of the job is stored and announced under: the provider's, with the call's
+    participant numbers in it masked unless the source keeps them (a PBX names its recordings
+    ``exten-13800138000-02161234567-….wav``). The ledger keeps the provider's name: that is the
+    file's identity, the same before and after a policy changes. No policy known: masked."""
+    return name_for_archive(file_name, participant_numbers(job), policy or ParticipantPolicy(MASK))
+
+
+def loggable(job: FetchJob) -> str:
+    """The job's identity for a log line: its participant numbers masked, whatever the policy."""
+    return name_for_archive(job.identity, participant_numbers(job), ParticipantPolicy(MASK))
 
 
 def utc_text(moment: datetime) -> str:

@@ -27,14 +27,14 @@ from datetime import datetime
 from typing import Any
 
 from callvault.announcements import AnnouncementFailed, Announcer, failed_detail, view_of
-from callvault.call_facts import call_ended_at, call_started_at
+from callvault.call_facts import call_ended_at, call_started_at, loggable, stored_name
 from callvault.config import RetrySettings, TransferSettings
 from callvault.errors import ConfigError, FetchError, PermanentFailure, RetryKind, RetryLater, SourceNotFound
 from callvault.jobs import RetryWorkflow
 from callvault.keys import content_type_for, recording_key
 from callvault.ledger import Claim, ClaimOutcome, RecordingLedger, Status, ledger_key
 from callvault.models import FetchJob, StoredObject
-from callvault.observability import logger, record_archived, record_failure, record_retry
+from callvault.observability import logger, record_archived, record_failure, record_retry, without_phone_numbers
 from callvault.providers.interface import DownloadStream, PendingDownload, ProviderRuntime, Source
 from callvault.retention import object_tags
 from callvault.retry_policy import plan_retry
@@ -102,7 +102,7 @@ class Fetcher:
             claimed_up_front: Claim | None = None
             if job.names_a_file:
                 # The file is known up front: a stored or busy one costs no provider call.
-                claimed_up_front = self._claim(job, job.file_name, lease_seconds, report)
+                claimed_up_front = self._claim(source, job, job.file_name, lease_seconds, report)
                 if claimed_up_front is None:
                     return report
                 lease_id = claimed_up_front.lease_id
@@ -117,7 +117,7 @@ class Fetcher:
                     claim: Claim | None = claimed_up_front
                 else:
                     lease_id = None
-                    claim = self._claim(job, download.file_name, lease_seconds, report)
+                    claim = self._claim(source, job, download.file_name, lease_seconds, report)
                 if claim is None:
                     continue
                 lease_id = claim.lease_id
@@ -151,21 +151,23 @@ class Fetcher:
             raise PermanentFailure("provider lists no recording files for this call")
         return downloads
 
-    def _claim(self, job: FetchJob, file_name: str, lease_seconds: int, report: FetchReport) -> Claim | None:
-        key = recording_key(job.source_id, job.call_time, job.call_id, file_name)
+    def _claim(
+        self, source: Source, job: FetchJob, file_name: str, lease_seconds: int, report: FetchReport
+    ) -> Claim | None:
+        key = recording_key(job.source_id, job.call_time, job.call_id, stored_name(job, file_name, source.participants))
         claim = self._ledger.claim(job, file_name, key, lease_seconds)
         if claim.outcome is ClaimOutcome.ALREADY_STORED:
             report.already_stored.append(key)
-            logger.info("recording already archived", extra={"job": job.identity, "file": file_name})
+            logger.info("recording already archived", extra={"job": loggable(job)})
             return None
         if claim.outcome is ClaimOutcome.ERASED:
             report.erased.append(key)
-            logger.info("recording was erased on request; not archived again", extra={"job": job.identity})
+            logger.info("recording was erased on request; not archived again", extra={"job": loggable(job)})
             return None
         if claim.outcome is ClaimOutcome.IN_PROGRESS:
             # Another delivery holds the lease; its message stays on the queue until it is done.
             report.in_progress.append(key)
-            logger.info("recording being archived by another delivery", extra={"job": job.identity, "file": file_name})
+            logger.info("recording being archived by another delivery", extra={"job": loggable(job)})
             return None
         return claim
 
@@ -194,7 +196,7 @@ class Fetcher:
             logger.warning("lease lost while storing; another delivery owns the record", extra={"key": key})
         logger.info(
             "recording archived",
-            extra={"job": job.identity, "key": key, "size": stored.size, "sha256": stored.sha256},
+            extra={"job": loggable(job), "key": key, "size": stored.size, "sha256": stored.sha256},
         )
         record_archived(
             provider=job.provider,
@@ -212,7 +214,11 @@ class Fetcher:
         try:
             self._announcer.archived(job.source_id, job.call_id, claim.key["sk"])
         except AnnouncementFailed as exc:
-            logger.warning("sidecar or event owed; the sweep sends it", extra={"job": job.identity, "reason": str(exc)})
+            logger.warning("sidecar or event owed; the sweep sends it", extra={"job": loggable(job), "why": str(exc)})
+        except Exception:
+            # A fault in announcing is not the recording's: it is stored and recorded, the debt
+            # stays in the ledger for the sweep, and the error is logged.
+            logger.exception("announcing the stored file failed; it stays owed", extra={"job": loggable(job)})
 
     def _resolve_again(self, source: Source, job: FetchJob, file_name: str) -> PendingDownload:
         """A fresh link to one file of the job, for a resume whose old link has expired."""
@@ -229,7 +235,9 @@ class Fetcher:
             # Nothing said this call was recorded and the provider still has no recording:
             # an outcome, not a failure (no workflow, no alert).
             self._ledger.release(job, key, Status.NO_RECORDING, plan.reason, lease_id)
-            logger.info("call has no recording", extra={"job": job.identity, "reason": plan.reason})
+            logger.info(
+                "call has no recording", extra={"job": loggable(job), "reason": without_phone_numbers(plan.reason)}
+            )
             return
         # Start the workflow before touching the ledger: if starting fails, the message is
         # redelivered and nothing was recorded as scheduled that is not.
@@ -241,9 +249,9 @@ class Fetcher:
         logger.warning(
             "fetch attempt failed",
             extra={
-                "job": job.identity,
+                "job": loggable(job),
                 "attempt": job.attempt,
-                "reason": plan.reason,
+                "reason": without_phone_numbers(plan.reason),
                 "give_up": plan.give_up,
                 "retry_in_seconds": plan.wait_seconds,
             },

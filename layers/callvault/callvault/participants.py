@@ -12,11 +12,11 @@ masks any long digit run an alert's free text may hold).
   back nor guessed without the key.
 
 Providers may also write the numbers into a recording's file name (a PBX names its files
-``exten-13800138000-02161234567-….wav``), which becomes the ledger's file, the S3 key, and the
-``file_name`` of sidecars, events and log lines. Unless the source keeps numbers, such a name is
-stored with each number masked (``exten-xxxxxxx8000-xxxxxxx4567-….wav``, ``name_for_archive``),
-the same under ``hash``: the webhook, which names the file, never holds the hash key, and a file
-name needs no lookup by number (the participants do that).
+``exten-13800138000-02161234567-….wav``). Unless the source keeps numbers, such a file is stored
+and announced under its name with each number masked (``exten-xxxxxxx8000-xxxxxxx4567-….wav``,
+``name_for_archive``; the same under ``hash``: a file name needs no lookup by number, the
+participants do that): the S3 key, the ``file_name`` of sidecars and events. Log lines mask them
+whatever the policy. The ledger keeps the provider's name as the file's identity.
 """
 
 from __future__ import annotations

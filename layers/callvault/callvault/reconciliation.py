@@ -33,10 +33,11 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
+from callvault.call_facts import loggable
 from callvault.errors import ConfigError, FetchError
 from callvault.jobs import JobQueue
 from callvault.keys import safe_part
-from callvault.ledger import RecordingLedger, Status, ledger_key
+from callvault.ledger import RecordingLedger, Status
 from callvault.models import ORIGIN_RECONCILIATION, FetchJob, InvalidJob
 from callvault.observability import logger, publish_metrics
 from callvault.providers.interface import (
@@ -295,7 +296,7 @@ class Reconciler:
         for job in jobs:
             logger.warning(
                 "push lost; reconciliation enqueued the recording",
-                extra={"job": job.identity, "key": ledger_key(job)["sk"]},
+                extra={"job": loggable(job)},
             )
 
     def _keep_audit(self, source: Source, listing: bytes, window: TimeWindow) -> str:

@@ -12,6 +12,7 @@ Amazon Transcribe job whose transcript Transcribe itself writes next to the reco
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,8 @@ MEDIA_FORMATS = {
     "audio/amr": "amr",
 }
 TRANSCRIPT_SUFFIX = ".transcript.json"
+# What Transcribe takes in an OutputKey; callvault's keys may hold "~" (a renamed file).
+_NOT_IN_OUTPUT_KEY = re.compile(r"[^a-zA-Z0-9\-_.!*'()/]")
 
 
 class NotAnArchivedRecording(ConfigError):
@@ -72,12 +75,13 @@ def transcription_for(message_body: str) -> Transcription | None:
         media_uri=f"s3://{bucket}/{key}",
         media_format=media_format,
         output_bucket=bucket,
-        output_key=key + TRANSCRIPT_SUFFIX,
+        output_key=_NOT_IN_OUTPUT_KEY.sub("-", key) + TRANSCRIPT_SUFFIX,
     )
 
 
 def start_transcription(transcribe: Any, job: Transcription, language_code: str) -> str:
-    """Start the job; ``started`` or ``already started`` (a repeated event)."""
+    """Start the job: ``started``, ``already started`` (a repeated event) or ``refused`` (a
+    recording Transcribe cannot take; throttling and the like raise, and the queue retries)."""
     params: dict[str, Any] = {
         "TranscriptionJobName": job.job_name,
         "Media": {"MediaFileUri": job.media_uri},
@@ -95,5 +99,10 @@ def start_transcription(transcribe: Any, job: Transcription, language_code: str)
     except transcribe.exceptions.ConflictException:
         logger.info("transcription already started", extra={"job": job.job_name})
         return "already started"
+    except transcribe.exceptions.BadRequestException as exc:
+        # Transcribe will never take this one (a format or size it cannot read): retrying would
+        # only park it in the dead-letter queue. Said in the log, and done.
+        logger.warning("Transcribe refused the recording", extra={"job": job.job_name, "reason": str(exc)})
+        return "refused"
     logger.info("transcription started", extra={"job": job.job_name, "output": job.output_key})
     return "started"

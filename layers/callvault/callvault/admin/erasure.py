@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from callvault.keys import catalog_key_of_folder
+from callvault.keys import SIDECAR_NAME, catalog_key_of_folder
 from callvault.ledger import RecordingLedger, Status
 from callvault.timefmt import iso, utc_now
 
@@ -52,6 +52,7 @@ class ErasurePlan:
     versions: list[ObjectVersion] = field(default_factory=list)
     ledger_items: list[dict[str, Any]] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
+    folders: list[str] = field(default_factory=list)  # recordings/{source}/{yyyy}/{mm}/{dd}/{call}/
 
     @property
     def known(self) -> bool:
@@ -122,12 +123,39 @@ def erase(
     }
     table.put_item(Item=record)  # first: whatever happens next, the attempt is on record
 
-    for batch in _batches(plan.versions, DELETE_BATCH):
+    _delete(s3, bucket, plan.versions, record, bypass_governance)
+
+    ledger = RecordingLedger(table)
+    erased_at = iso(utc_now())
+    for item in plan.ledger_items:
+        ledger.erase(item, erasure_id, erased_at)
+    # A sidecar may have been written between the plan and the tombstones (an owed announcement
+    # sent meanwhile): the sidecars there now go too. A writer that comes after the tombstones
+    # finds them and takes its own sidecar back (callvault.announcements).
+    late = [
+        v
+        for folder in plan.folders
+        for v in _call_objects(s3, bucket, folder)
+        if v.key in (folder + SIDECAR_NAME, catalog_key_of_folder(folder))
+    ]
+    _delete(s3, bucket, late, record, bypass_governance)
+    versions = [*record["versions"], *(vars(version) for version in late)]
+    table.update_item(
+        Key={"pk": record["pk"], "sk": record["sk"]},
+        UpdateExpression="SET #status = :erased, erased_at = :at, versions = :versions",
+        ExpressionAttributeNames={"#status": "status"},
+        ExpressionAttributeValues={":erased": "erased", ":at": erased_at, ":versions": versions},
+    )
+    return {**record, "versions": versions, "status": "erased", "erased_at": erased_at}
+
+
+def _delete(s3: Any, bucket: str, versions: list[ObjectVersion], record: dict[str, Any], bypass: bool) -> None:
+    for batch in _batches(versions, DELETE_BATCH):
         params: dict[str, Any] = {
             "Bucket": bucket,
             "Delete": {"Objects": [{"Key": v.key, "VersionId": v.version_id} for v in batch], "Quiet": True},
         }
-        if bypass_governance:
+        if bypass:
             params["BypassGovernanceRetention"] = True
         errors = s3.delete_objects(**params).get("Errors") or []
         if errors:
@@ -137,17 +165,12 @@ def erase(
                 f"({first.get('Code')}: {first.get('Message')}); the audit record {record['sk']} says what was planned"
             )
 
-    ledger = RecordingLedger(table)
-    erased_at = iso(utc_now())
-    for item in plan.ledger_items:
-        ledger.erase(item, erasure_id, erased_at)
-    table.update_item(
-        Key={"pk": record["pk"], "sk": record["sk"]},
-        UpdateExpression="SET #status = :erased, erased_at = :at",
-        ExpressionAttributeNames={"#status": "status"},
-        ExpressionAttributeValues={":erased": "erased", ":at": erased_at},
-    )
-    return {**record, "status": "erased", "erased_at": erased_at}
+
+def _call_objects(s3: Any, bucket: str, folder: str) -> list[ObjectVersion]:
+    """Every version under a call's folder, and of its catalogue copy."""
+    catalog_copy = catalog_key_of_folder(folder)
+    # The catalogue key is a prefix of other calls' keys too ("c1.json" of "c1.json2.json").
+    return [*_versions(s3, bucket, folder), *(v for v in _versions(s3, bucket, catalog_copy) if v.key == catalog_copy)]
 
 
 def erasures(table: Any, source_id: str, call_id: str) -> list[dict[str, Any]]:

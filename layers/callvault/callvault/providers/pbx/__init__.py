@@ -15,7 +15,6 @@ from typing import Any
 
 from callvault.errors import BadRequest, PermanentFailure, RetryKind, RetryLater
 from callvault.models import FetchJob
-from callvault.participants import name_for_archive
 from callvault.providers.events import event_file_name, event_id, first_text, jobs_from_events, json_events
 from callvault.providers.interface import (
     CallListing,
@@ -63,9 +62,6 @@ def job_from_cdr(source: Source, cdr: Mapping[str, Any]) -> FetchJob | None:
     file_name = _file_part(recording)
     if not file_name or file_name == ".":
         raise BadRequest(f"NewCdr report has an unusable recording name {recording!r}")
-    # The PBX writes the caller's and callee's numbers into the name: masked unless kept.
-    numbers = [first_text(cdr, key) for key in ("callfrom", "callto") if cdr.get(key) is not None]
-    file_name = name_for_archive(file_name, numbers, source.participants)
     started = first_text(cdr, "timestart")
     try:
         call_time = parse_wall_clock(started, source.timezone)
