@@ -13,7 +13,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/layers/callvault
 PY313 := $(VENV)/python3.13
 export PYTHON313 ?= $(wildcard $(CURDIR)/$(PY313)/bin/python3.13)
 
-.PHONY: venv demo local test unit integration lint format typecheck validate build python313 bench bench-transfer bench-cold-start deploy-dev deploy-prod clean register-sources
+.PHONY: venv demo local test unit integration lint format typecheck validate build python313 bench bench-transfer bench-cold-start bench-fair-sharing deploy-dev deploy-prod clean register-sources
 
 venv: $(STAMP)
 
@@ -108,6 +108,11 @@ bench-transfer: venv
 ## Lambda runtime's Python: `make python313`, then PYTHON_FOR_BENCH=.venv/python3.13/bin/python3.13.
 bench-cold-start: venv
 	$(BIN)/python -m bench.cold_start --python $(or $(PYTHON_FOR_BENCH),$(BIN)/python) $(BENCH_ARGS)
+
+## Issue 11's fair sharing: a quick PBX's call-to-archive delay alone, beside a busy slow PBX,
+## and the same without the slow PBX's limit (docs/benchmarks.md). BENCH_ARGS= passes options.
+bench-fair-sharing: venv
+	$(BIN)/python -m bench.fair_sharing $(BENCH_ARGS)
 
 deploy-dev: build
 	$(BIN)/sam deploy --config-env dev

@@ -84,6 +84,7 @@ class ObservedProvider:
         self._clock = clock
         self.name = provider.name
         self.reconcile_defaults = provider.reconcile_defaults
+        self.default_max_concurrent_fetches = provider.default_max_concurrent_fetches
         self.credential_fields = provider.credential_fields
 
     def parse_settings(self, raw: Mapping[str, Any], *, where: str, credentials: bool = True) -> Any:

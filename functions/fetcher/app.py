@@ -11,9 +11,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from callvault.announcements import announcer
 from callvault.call_facts import loggable
 from callvault.config import settings
+from callvault.fetch_slots import FetchSlots
 from callvault.fetching import Fetcher
 from callvault.http import HttpClients
-from callvault.jobs import RetryWorkflow
+from callvault.jobs import JobQueue, RetryWorkflow
 from callvault.ledger import RecordingLedger, lease_seconds_for
 from callvault.models import FetchJob
 from callvault.observability import logger, tracer
@@ -46,7 +47,16 @@ def _fetcher() -> Fetcher:
         transfer=config.transfer,
         time_left=lambda: _remaining_ms() / 1000,
         announcer=announcer(config, ledger, s3, sources),
+        slots=FetchSlots(table),
+        requeue=lambda job, delay: _fetch_queue().enqueue([job], delay_seconds=delay),
+        deferral_max_seconds=config.fetch_deferral_max_seconds,
     )
+
+
+@lru_cache(maxsize=1)
+def _fetch_queue() -> JobQueue:
+    """Made when a job is first deferred: most invocations never need an SQS client."""
+    return JobQueue(boto3.client("sqs"), settings().fetch_queue_url)
 
 
 def _remaining_ms() -> int:

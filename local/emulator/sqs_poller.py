@@ -1,7 +1,9 @@
 """Play the Lambda SQS event source mapping: long-poll a queue, invoke with batches, acknowledge.
 
 Batch size, batching window and ``ReportBatchItemFailures`` apply as in Lambda; failed messages
-are left to the queue's visibility timeout and redrive policy.
+are left to the queue's visibility timeout and redrive policy. The pollers of one mapping share
+a ``FairBuffer``: messages of the message group with the fewest in flight go first, as Amazon SQS
+fair queues favour quiet groups (docs/local.md says how closely).
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ import base64
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from local.emulator.fair_dispatch import FairBuffer
 from local.emulator.function_runner import FunctionRunner
 
 LOG = logging.getLogger("local.emulator.sqs_poller")
@@ -105,7 +108,9 @@ class QueuePoller:
         region: str,
         redelivery_delay: int | None = None,
         wait_seconds: int = 1,
+        buffer: FairBuffer | None = None,
     ) -> None:
+        """``buffer``: shared with the mapping's other pollers (one of its own if None)."""
         self.mapping = mapping
         self._runner = runner
         self._sqs = sqs
@@ -114,6 +119,7 @@ class QueuePoller:
         self._wait_seconds = wait_seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.buffer = buffer or FairBuffer(self._receive)
 
     def start(self) -> None:
         """Poll in a daemon thread until :meth:`stop`."""
@@ -142,11 +148,27 @@ class QueuePoller:
                 self._stop.wait(1.0)
 
     def poll_once(self) -> int:
-        """Receive one batch and process it; return the number of messages received."""
+        """Take one batch and process it; return the number of messages taken."""
         messages = self._receive_batch()
         if messages:
-            self._process(messages)
+            try:
+                self._process(messages)
+            finally:
+                self.buffer.done(messages)
         return len(messages)
+
+    def give_back(self) -> None:
+        """Make the messages still held in the buffer visible again (the stack is stopping)."""
+        held = self.buffer.drain()
+        for start in range(0, len(held), SQS_RECEIVE_MAX):
+            chunk = held[start : start + SQS_RECEIVE_MAX]
+            self._sqs.change_message_visibility_batch(
+                QueueUrl=self.mapping.queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+                    for i, m in enumerate(chunk)
+                ],
+            )
 
     def _receive(self, count: int, wait: int) -> list[dict[str, Any]]:
         reply = self._sqs.receive_message(
@@ -161,10 +183,10 @@ class QueuePoller:
 
     def _receive_batch(self) -> list[dict[str, Any]]:
         """Long-poll for a first message, then fill the batch up to BatchSize/batching window."""
-        batch = self._receive(self.mapping.batch_size, self._wait_seconds)
+        batch = self.buffer.take(self.mapping.batch_size, self._wait_seconds)
         deadline = time.monotonic() + self.mapping.batching_window_seconds
         while batch and len(batch) < self.mapping.batch_size and not self._stop.is_set():
-            more = self._receive(self.mapping.batch_size - len(batch), 0)
+            more = self.buffer.take(self.mapping.batch_size - len(batch), 0)
             if more:
                 batch.extend(more)
             elif time.monotonic() >= deadline:
@@ -208,3 +230,35 @@ class QueuePoller:
                     for i, m in enumerate(chunk)
                 ],
             )
+
+
+def start_pollers(
+    mapping: QueueMapping,
+    runner: FunctionRunner,
+    new_client: Callable[[], Any],
+    region: str,
+    concurrency: int,
+    redelivery_delay: int | None,
+) -> list[QueuePoller]:
+    """One poller per execution environment of the mapped function, sharing one buffer: the
+    least busy message group first."""
+    pollers: list[QueuePoller] = []
+    for _ in range(concurrency):
+        buffer = pollers[0].buffer if pollers else None
+        poller = QueuePoller(mapping, runner, new_client(), region, redelivery_delay, buffer=buffer)
+        poller.start()
+        pollers.append(poller)
+    return pollers
+
+
+def stop_pollers(pollers: list[QueuePoller]) -> None:
+    """Stop them all, then give back the messages their buffers still hold."""
+    for poller in pollers:
+        poller.request_stop()  # all at once: each may sit in a 1 s long poll
+    for poller in pollers:
+        poller.stop()
+    for poller in pollers:
+        try:
+            poller.give_back()  # a shared buffer is empty after its first poller gave it back
+        except Exception:
+            LOG.warning("could not give messages back to %s", poller.mapping.queue_url, exc_info=True)

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -45,7 +46,7 @@ from local.emulator.moto_plan import (
 from local.emulator.moto_server import DEFAULT_ACCOUNT, DEFAULT_REGION, MotoAws
 from local.emulator.packaging import ARTIFACT_BUCKET, Artifacts, package_template
 from local.emulator.scheduler import Scheduler, ScheduleSpec
-from local.emulator.sqs_poller import QueueMapping, QueuePoller
+from local.emulator.sqs_poller import QueueMapping, QueuePoller, start_pollers, stop_pollers
 from local.emulator.template import load_template, resources_of_type, translate_template
 
 LOG = logging.getLogger("local.emulator.stack")
@@ -220,10 +221,7 @@ class LocalStack:
         if self.scheduler is not None:
             self.scheduler.stop()
             self.scheduler = None
-        for poller in self.pollers:
-            poller.request_stop()  # all at once: each may sit in a 1 s long poll
-        for poller in self.pollers:
-            poller.stop()
+        stop_pollers(self.pollers)
         self.pollers = []
         if self.http is not None:
             self.http.stop()
@@ -407,10 +405,10 @@ class LocalStack:
         """Start one poller per removed event source mapping (times concurrency) and the timers."""
         assert self.runner is not None
         for mapping in self.queue_mappings:
-            for _ in range(self._concurrency):
-                poller = QueuePoller(mapping, self.runner, self._new_client("sqs"), self.region, self._redelivery_delay)
-                poller.start()
-                self.pollers.append(poller)
+            sqs = partial(self._new_client, "sqs")
+            self.pollers += start_pollers(
+                mapping, self.runner, sqs, self.region, self._concurrency, self._redelivery_delay
+            )
         self.scheduler = Scheduler(self.schedules, self.runner, self.region, self._schedule_interval, self._account())
         if self._run_schedules:
             self.scheduler.start()

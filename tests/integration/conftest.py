@@ -91,6 +91,24 @@ RECONCILE = {"wait_for_push": "0s", "overlap": "1h", "first_lookback": "1h"}
 NO_RECONCILE = {"enabled": False}
 
 
+def started_pbxs(simulators: dict[str, PbxSimulator]) -> Iterator[dict[str, Pbx]]:
+    """Start the simulators, yield them as sources (id = key, a fresh token), stop them after
+    (releasing any the test left hanging): the body of a module's own ``pbxs`` fixture."""
+    for simulator in simulators.values():
+        simulator.start()
+    yield {name: Pbx(name, f"{name}-token-{uuid.uuid4().hex}", sim) for name, sim in simulators.items()}
+    for simulator in simulators.values():
+        simulator.release()
+        simulator.stop()
+
+
+def simulated_pbx_source(pbx: Pbx, pbx_settings: dict[str, Any] | None = None, **common: Any) -> dict[str, Any]:
+    """A source document for a simulated PBX, without reconciliation (``common``: more fields)."""
+    section = {"base_url": pbx.simulator.base_url, "username": "api", "password": "apipass", **(pbx_settings or {})}
+    document = {"id": pbx.source_id, "provider": "pbx", "webhook_token": pbx.token, "timezone": "Asia/Shanghai"}
+    return {**document, "reconcile": {"enabled": False}, "pbx": section, **common}
+
+
 def _source(pbx: Pbx, **pbx_settings: Any) -> dict[str, Any]:
     return {
         "id": pbx.source_id,

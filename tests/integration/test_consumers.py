@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +19,16 @@ from local.consumer_contract import EventTap, problems
 from local.emulator.stack import LocalStack
 from local.simulators.pbx import PbxSimulator
 from tests.conftest import ROOT
-from tests.integration.conftest import RETRY_PARAMETERS, ZONE, Archive, Pbx, post_report, wait_for
+from tests.integration.conftest import (
+    RETRY_PARAMETERS,
+    ZONE,
+    Archive,
+    Pbx,
+    post_report,
+    simulated_pbx_source,
+    started_pbxs,
+    wait_for,
+)
 
 HASH_KEY = "consumer-test-hash-key-0123456789"
 CALLER, CALLEE = "13800138000", "02161234567"
@@ -32,40 +40,22 @@ def hashed(number: str) -> str:
 
 @pytest.fixture(scope="module")
 def pbxs() -> Iterator[dict[str, Pbx]]:
-    simulators = {
-        "hashing-pbx": PbxSimulator(tz=ZONE),
-        "failing-pbx": PbxSimulator(tz=ZONE, password="the-real-password"),
-    }
-    for simulator in simulators.values():
-        simulator.start()
-    yield {name: Pbx(name, f"{name}-token-{uuid.uuid4().hex}", sim) for name, sim in simulators.items()}
-    for simulator in simulators.values():
-        simulator.stop()
-
-
-def _source(pbx: Pbx, **common: Any) -> dict[str, Any]:
-    return {
-        "id": pbx.source_id,
-        "provider": "pbx",
-        "webhook_token": pbx.token,
-        "timezone": "Asia/Shanghai",
-        "reconcile": {"enabled": False},
-        "pbx": {"base_url": pbx.simulator.base_url, "username": "api", "password": "apipass"},
-        **common,
-    }
+    yield from started_pbxs(
+        {"hashing-pbx": PbxSimulator(tz=ZONE), "failing-pbx": PbxSimulator(tz=ZONE, password="the-real-password")}
+    )
 
 
 @pytest.fixture(scope="module")
 def stack(pbxs: dict[str, Pbx], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     work = tmp_path_factory.mktemp("consumers")
     sources = [
-        _source(
+        simulated_pbx_source(
             pbxs["hashing-pbx"],
             participants="hash",
             participants_hash_key=HASH_KEY,
             retention_class="archive-then-expire",
         ),
-        _source(pbxs["failing-pbx"]),  # participants masked: the default
+        simulated_pbx_source(pbxs["failing-pbx"]),  # participants masked: the default
     ]
     sources_file = work / "sources.yaml"
     sources_file.write_text(yaml.safe_dump({"sources": sources}))

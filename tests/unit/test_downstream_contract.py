@@ -21,11 +21,10 @@ from callvault.fetching import Fetcher
 from callvault.ledger import ARCHIVED, FAILED, RecordingLedger
 from callvault.models import FetchJob
 from callvault.participants import ParticipantPolicy
-from callvault.providers.interface import Source
 from callvault.retention import object_tags, tagging
 from local.consumer_contract import problems
 from tests.fakes import FakeEvents, FakeS3, FakeTable
-from tests.unit.test_fetcher import AUDIO, MemoryProvider, Sources, Workflow
+from tests.unit.test_fetcher import AUDIO, MemoryProvider, Sources, Workflow, pool_source
 
 ZONE = ZoneInfo("Asia/Shanghai")
 CALLER, CALLEE = "+86 138-0013-8000", "13900139000"
@@ -62,19 +61,7 @@ def archive(
     provider, events, workflow = MemoryProvider(), FakeEvents(), Workflow()
     table, s3 = table or FakeTable(), s3 or FakeS3()
     provider.name = "pbx"  # events name the provider: one the schema knows
-    source = Source(
-        id="pool",
-        provider=provider,
-        webhook_token="t" * 16,
-        allowed_networks=(),
-        max_body_bytes=1024,
-        timezone=ZONE,
-        retention_days=None,
-        webhook_signing_secret=None,
-        settings=None,
-        participants=policy or ParticipantPolicy(),
-        retention_class=retention_class,
-    )
+    source = pool_source(provider, participants=policy or ParticipantPolicy(), retention_class=retention_class)
     sources = Sources(source)
     ledger = RecordingLedger(table)
     announcer = Announcer(

@@ -49,6 +49,7 @@ class MemoryProvider:
 
     name = "test"
     reconcile_defaults = ReconcileSettings()
+    default_max_concurrent_fetches = 2
 
     def __init__(self) -> None:
         self.files: dict[str, dict[str, bytes]] = {}
@@ -123,7 +124,11 @@ class World:
 
 @pytest.fixture
 def world() -> World:
-    provider, table, s3, workflow = MemoryProvider(), FakeTable(), FakeS3(), Workflow()
+    return make_world()
+
+
+def pool_source(provider: MemoryProvider, **changes: Any) -> Source:
+    """The source "pool" of a MemoryProvider (``changes``: other Source fields)."""
     source = Source(
         id="pool",
         provider=provider,
@@ -135,6 +140,13 @@ def world() -> World:
         webhook_signing_secret=None,
         settings=None,
     )
+    return dataclasses.replace(source, **changes)
+
+
+def make_world() -> World:
+    """A fetcher over in-memory stand-ins, with one source ("pool") of the MemoryProvider."""
+    provider, table, s3, workflow = MemoryProvider(), FakeTable(), FakeS3(), Workflow()
+    source = pool_source(provider)
     fetcher = Fetcher(
         sources=Sources(source),  # type: ignore[arg-type]
         ledger=RecordingLedger(table),

@@ -72,7 +72,6 @@ NOT_ON_ITS_PATH: dict[str, dict[str, str]] = {
         "secretsmanager:ListSecrets": LISTING,
     },
     "FetcherFunction": {
-        "sqs:SendMessage": "jobs.JobQueue is the webhook's and reconciler's; the retry workflow requeues",
         "dynamodb:BatchGetItem": "RecordingLedger.handled() is reconciliation's",
         "secretsmanager:ListSecrets": LISTING,
     },

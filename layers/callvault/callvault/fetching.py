@@ -20,27 +20,37 @@ Each stored file, retry and give-up is also a metric (callvault.observability).
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from callvault.announcements import AnnouncementFailed, Announcer, failed_detail, view_of
 from callvault.call_facts import call_ended_at, call_started_at, loggable, stored_name
 from callvault.config import RetrySettings, TransferSettings
 from callvault.errors import ConfigError, FetchError, PermanentFailure, RetryKind, RetryLater, SourceNotFound
+from callvault.fetch_slots import MAX_DEFERRAL_SECONDS, FetchSlots, Slot, deferral_delay
 from callvault.jobs import RetryWorkflow
 from callvault.keys import content_type_for, recording_key
 from callvault.ledger import Claim, ClaimOutcome, RecordingLedger, Status, ledger_key
 from callvault.models import FetchJob, StoredObject
-from callvault.observability import logger, record_archived, record_failure, record_retry, without_phone_numbers
+from callvault.observability import (
+    logger,
+    record_archived,
+    record_deferral,
+    record_failure,
+    record_fetch_started,
+    record_retry,
+    without_phone_numbers,
+)
 from callvault.providers.interface import DownloadStream, PendingDownload, ProviderRuntime, Source
 from callvault.retention import object_tags
 from callvault.retry_policy import plan_retry
 from callvault.sources import SourceDirectory
 from callvault.streaming import store_download
-from callvault.timefmt import utc_now
+from callvault.timefmt import iso, utc_now
 
 
 @dataclass
@@ -53,6 +63,7 @@ class FetchReport:
     erased: list[str] = field(default_factory=list)  # files erased on request: never archived again
     handed_over: str | None = None  # the reason, when the retry workflow took the job
     noted: str | None = None  # the status noted, for a job that fetches nothing
+    deferred: int | None = None  # seconds until the job comes back: its source's slots were all taken
 
 
 class Fetcher:
@@ -69,9 +80,14 @@ class Fetcher:
         transfer: TransferSettings | None = None,
         time_left: Callable[[], float] = lambda: math.inf,
         announcer: Announcer | None = None,
+        slots: FetchSlots | None = None,
+        requeue: Callable[[FetchJob, int], None] | None = None,
+        deferral_max_seconds: int = MAX_DEFERRAL_SECONDS,
     ) -> None:
         """``time_left``: seconds the current invocation has left (a resume needs some);
-        ``announcer``: sidecars and events for consumers (None: left owed in the ledger)."""
+        ``announcer``: sidecars and events for consumers (None: left owed in the ledger);
+        ``slots`` and ``requeue(job, delay_seconds)``: each source's concurrency limit, and how a
+        job that finds its source's slots taken goes back to the queue (None: no limit)."""
         self._sources = sources
         self._ledger = ledger
         self._s3 = s3
@@ -82,6 +98,9 @@ class Fetcher:
         self._transfer = transfer or TransferSettings()
         self._time_left = time_left
         self._announcer = announcer
+        self._slots = slots
+        self._requeue = requeue
+        self._deferral_max_seconds = deferral_max_seconds
 
     def process(self, job: FetchJob, lease_seconds: int, delivery_id: str) -> FetchReport:
         """One attempt. ``delivery_id`` names this delivery (the SQS message id): a redelivered
@@ -97,8 +116,17 @@ class Fetcher:
             return report
         failed_key = ledger_key(job)
         lease_id: str | None = None
+        slot: Slot | None = None
         try:
             source = self._source_of(job)
+            if self._slots is not None:
+                slot = self._slots.acquire(
+                    source.id, source.max_concurrent_fetches, f"{delivery_id}/{uuid.uuid4().hex}", lease_seconds
+                )
+                if slot is None:
+                    report.deferred = self._defer(source, job)
+                    return report
+                self._started(source, job)
             claimed_up_front: Claim | None = None
             if job.names_a_file:
                 # The file is known up front: a stored or busy one costs no provider call.
@@ -130,7 +158,38 @@ class Fetcher:
             if lease_id:  # let the redelivered message claim the file again at once
                 self._ledger.release(job, failed_key, Status.RETRY_SCHEDULED, "fetcher error, SQS redelivers", lease_id)
             raise
+        finally:
+            if slot is not None and self._slots is not None:
+                self._slots.release(slot)
         return report
+
+    def _defer(self, source: Source, job: FetchJob) -> int:
+        """Send the job back to the queue for later: its source's slots are all taken. The same
+        attempt, so waiting for a slot never eats into the retry budget."""
+        assert self._slots is not None and self._requeue is not None
+        now = utc_now()
+        deferred = job.defer(iso(now))
+        delay = deferral_delay(job.deferrals, self._deferral_max_seconds)
+        self._requeue(deferred, delay)
+        self._slots.note_waiting(
+            source.id, job.identity, str(deferred.waiting_since), now + timedelta(seconds=delay + 300)
+        )
+        waited = (now - datetime.fromisoformat(str(deferred.waiting_since))).total_seconds()
+        record_deferral(
+            provider=job.provider, source_id=source.id, waited_seconds=waited, load=self._slots.load(source.id)
+        )
+        logger.info(
+            "source at its fetch limit; job deferred",
+            extra={"job": loggable(job), "limit": source.max_concurrent_fetches, "back_in_seconds": delay},
+        )
+        return delay
+
+    def _started(self, source: Source, job: FetchJob) -> None:
+        """A fetch holds one of its source's slots now: how busy the source is, for metrics."""
+        assert self._slots is not None
+        if job.deferrals:
+            self._slots.done_waiting(source.id, job.identity)
+        record_fetch_started(provider=job.provider, source_id=source.id, load=self._slots.load(source.id))
 
     def _source_of(self, job: FetchJob) -> Source:
         try:

@@ -16,18 +16,27 @@ SQS_BATCH = 10
 
 
 class JobQueue:
-    """Enqueues fetch jobs on the SQS fetch queue; raises if any message was not accepted."""
+    """Enqueues fetch jobs on the SQS fetch queue; raises if any message was not accepted.
+
+    Every job carries its source as its ``MessageGroupId``: the fetch queue is an SQS fair queue,
+    which keeps a quiet source's jobs from waiting behind another source's backlog.
+    """
 
     def __init__(self, sqs: Any, queue_url: str) -> None:
         self._sqs = sqs
         self._url = queue_url
 
-    def enqueue(self, jobs: Sequence[FetchJob]) -> None:
+    def enqueue(self, jobs: Sequence[FetchJob], delay_seconds: int = 0) -> None:
+        """Send ``jobs``, each visible after ``delay_seconds`` (at most SQS's 900)."""
+        delay = {"DelaySeconds": min(900, delay_seconds)} if delay_seconds > 0 else {}
         for start in range(0, len(jobs), SQS_BATCH):
             batch = jobs[start : start + SQS_BATCH]
             reply = self._sqs.send_message_batch(
                 QueueUrl=self._url,
-                Entries=[{"Id": str(i), "MessageBody": job.to_json()} for i, job in enumerate(batch)],
+                Entries=[
+                    {"Id": str(i), "MessageBody": job.to_json(), "MessageGroupId": job.source_id, **delay}
+                    for i, job in enumerate(batch)
+                ],
             )
             failed = reply.get("Failed") or []
             if failed:

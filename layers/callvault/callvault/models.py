@@ -23,6 +23,10 @@ ORIGIN_OPERATOR = "operator"
 ORIGINS = frozenset({ORIGIN_PUSH, ORIGIN_RECONCILIATION, ORIGIN_OPERATOR})
 
 
+# Far more than a job can reach (a deferral waits up to a minute, SQS keeps a message 4 days).
+MAX_DEFERRALS = 100_000
+
+
 def is_selector(file_name: str) -> bool:
     return file_name.startswith(WHOLE_CALL)
 
@@ -47,7 +51,8 @@ class FetchJob:
       never answered): the ledger records NO_RECORDING with this reason.
     ``recording_confirmed`` is False when nothing from the provider said a recording exists (a
     call-ended report): if the provider still has none when retries run out, the call ends
-    NO_RECORDING rather than FAILED.
+    NO_RECORDING rather than FAILED. ``deferrals`` and ``waiting_since``: the job waited for one
+    of its source's fetch slots (``defer``).
     """
 
     source_id: str
@@ -64,6 +69,10 @@ class FetchJob:
     not_before: str | None = None
     no_recording: str | None = None
     recording_confirmed: bool = True
+    # Times the job found every fetch slot of its source taken and went back to the queue
+    # (callvault.fetch_slots), and since when it waits: neither costs an attempt.
+    deferrals: int = 0
+    waiting_since: str | None = None
 
     @property
     def names_a_file(self) -> bool:
@@ -75,12 +84,17 @@ class FetchJob:
         """Stable name of the work, the same for every delivery of the same report."""
         return f"{self.source_id}/{self.call_id}/{self.file_name}"
 
-    def next_attempt(self) -> FetchJob:
-        return replace(self, attempt=self.attempt + 1)
-
     def fetch_now(self, origin: str) -> FetchJob:
         """This job as a plain fetch made by ``origin``, with a fresh attempt budget."""
-        return replace(self, attempt=1, origin=origin, not_before=None)
+        return replace(self, attempt=1, origin=origin, not_before=None, deferrals=0, waiting_since=None)
+
+    def defer(self, since: str) -> FetchJob:
+        """This job, back in the queue because its source's slots were all taken: the same
+        attempt, one more deferral, waiting since its first one."""
+        return replace(self, deferrals=self.deferrals + 1, waiting_since=self.waiting_since or since)
+
+    def next_attempt(self) -> FetchJob:
+        return replace(self, attempt=self.attempt + 1, deferrals=0, waiting_since=None)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,9 +125,12 @@ class FetchJob:
         ):
             raise InvalidJob("fetch job details must map strings to strings")
         attempt = raw.get("attempt", 1)
-        if not isinstance(attempt, int) or attempt < 1:
+        if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
             raise InvalidJob("fetch job attempt must be a positive integer")
-        for name in ("call_time", "not_before", "give_up_at"):
+        deferrals = raw.get("deferrals", 0)
+        if not isinstance(deferrals, int) or isinstance(deferrals, bool) or not 0 <= deferrals <= MAX_DEFERRALS:
+            raise InvalidJob(f"fetch job deferrals must be a whole number from 0 to {MAX_DEFERRALS}")
+        for name in ("call_time", "not_before", "give_up_at", "waiting_since"):
             if raw.get(name) is not None:
                 try:
                     datetime.fromisoformat(raw[name])

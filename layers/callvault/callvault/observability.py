@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from callvault.errors import RetryKind
+
+if TYPE_CHECKING:
+    from callvault.fetch_slots import SourceLoad
 
 SERVICE = "callvault"
 METRICS_NAMESPACE = "callvault"
@@ -94,6 +98,33 @@ def record_retry(*, provider: str, source_id: str, error: str) -> None:
 def record_failure(*, provider: str, source_id: str, error: str) -> None:
     """A recording was given up on (it ends FAILED): ``RecordingFailures``."""
     publish_metrics({"RecordingFailures": (MetricUnit.Count, 1)}, _why(provider, error), {"source_id": source_id})
+
+
+def record_fetch_started(*, provider: str, source_id: str, load: SourceLoad) -> None:
+    """A fetch took one of its source's slots: ``SourceFetchesInFlight`` and ``SourceFetchesWaiting``
+    per source (their maximum over a period is how busy the source was)."""
+    _record_load(source_id, load)
+
+
+def record_deferral(*, provider: str, source_id: str, waited_seconds: float, load: SourceLoad) -> None:
+    """A job found its source's slots all taken and went back to the queue: ``FetchesDeferred``
+    per provider, and ``SourceWaitSeconds`` (how long it has waited for a slot) over all sources,
+    which ``SourceBacklogAlarm`` watches, and per source."""
+    publish_metrics({"FetchesDeferred": (MetricUnit.Count, 1)}, {"provider": provider}, {"source_id": source_id})
+    waited = {"SourceWaitSeconds": (MetricUnit.Seconds, max(0.0, waited_seconds))}
+    publish_metrics(waited, None, {"source_id": source_id})
+    publish_metrics(waited, {"source_id": source_id})
+    _record_load(source_id, load)
+
+
+def _record_load(source_id: str, load: SourceLoad) -> None:
+    publish_metrics(
+        {
+            "SourceFetchesInFlight": (MetricUnit.Count, load.in_flight),
+            "SourceFetchesWaiting": (MetricUnit.Count, load.waiting),
+        },
+        {"source_id": source_id},
+    )
 
 
 def _why(provider: str, error: str) -> dict[str, str]:

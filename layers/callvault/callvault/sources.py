@@ -38,6 +38,8 @@ SOURCE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MIN_TOKEN_LENGTH = 16
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
 MAX_UNKNOWN_CACHED = 1024
+# More than the fetcher ever runs at once (its MaximumConcurrency is 10): "no limit of its own".
+MAX_CONCURRENT_FETCHES = 100
 # Common fields the webhook's copy leaves out: the key that keeps hashed numbers unguessable.
 WEBHOOK_WITHHELD = frozenset({"participants_hash_key"})
 COMMON_FIELDS = {
@@ -50,6 +52,7 @@ COMMON_FIELDS = {
     "timezone",
     "retention_days",
     "retention_class",
+    "max_concurrent_fetches",
     "participants",
     "participants_hash_key",
     "reconcile",
@@ -141,6 +144,14 @@ def parse_source(raw: Any, *, where: str = "source", credentials: bool = True) -
     participants = parse_policy(
         raw.get("participants"), raw.get("participants_hash_key"), where=where, credentials=credentials
     )
+    max_fetches = whole_number(
+        raw,
+        "max_concurrent_fetches",
+        provider.default_max_concurrent_fetches,
+        where,
+        low=1,
+        high=MAX_CONCURRENT_FETCHES,
+    )
     retention_class = raw.get("retention_class", DEFAULT_RETENTION_CLASS)
     if retention_class not in RETENTION_CLASSES:
         raise ConfigError(
@@ -159,6 +170,7 @@ def parse_source(raw: Any, *, where: str = "source", credentials: bool = True) -
         reconcile=reconcile,
         participants=participants,
         retention_class=retention_class,
+        max_concurrent_fetches=max_fetches,
     )
 
 

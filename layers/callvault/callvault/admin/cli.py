@@ -6,7 +6,7 @@
     callvault retry --all-failed [--source S]     ... or every FAILED file
     callvault dlq list | redrive                  jobs parked in the dead-letter queue
     callvault reconcile <source> [--from --to]    reconcile now, or backfill a time range
-    callvault stats [--since T]                   files by source and status, last reconciliation
+    callvault stats [--since T]                   files by source and status, fetches now, last reconciliation
     callvault erase <source> <call> --reason R    delete every version of a call's objects (audited)
     callvault audit <source> [--since T] [--deep] do the objects hold what the ledger stored?
     callvault hash-number <source> <number>       a number as the source's sidecars and events write it
@@ -31,6 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from callvault.admin import commands, erasure, integrity
 from callvault.admin.target import StackTarget, TargetError
 from callvault.errors import ConfigError, SourceNotFound
+from callvault.fetch_slots import FetchSlots
 from callvault.jobs import JobQueue
 from callvault.ledger import RecordingLedger, Status
 from callvault.reconciliation import PLAUSIBLE_YEARS, ReconcileState
@@ -294,7 +295,9 @@ def run_stats(args: argparse.Namespace, target: StackTarget, out: TextIO) -> int
     assert since is not None
     table_ = target.ledger_table()
     source_ids = sorted(SourceDirectory(target.client("secretsmanager"), target.outputs["SourcesSecretPrefix"]).ids())
-    stats = commands.source_stats(RecordingLedger(table_), ReconcileState(table_), source_ids, since)
+    stats = commands.source_stats(
+        RecordingLedger(table_), ReconcileState(table_), FetchSlots(table_), source_ids, since
+    )
     statuses = sorted({status for entry in stats.values() for status in entry["files"]})
 
     def render() -> None:
@@ -306,9 +309,21 @@ def run_stats(args: argparse.Namespace, target: StackTarget, out: TextIO) -> int
                 if last
                 else "never"
             )
-            rows.append({"source": source_id, **entry["files"], "last reconciliation": summary})
-        print(f"calls since {since:%Y-%m-%d} (by call date)", file=out)
-        table(rows, ("source", *statuses, "last reconciliation"), out)
+            fetching = entry["fetching"]
+            waiting = str(fetching["waiting"])
+            if fetching["waiting_since"]:
+                waiting += f" (since {fetching['waiting_since']})"
+            rows.append(
+                {
+                    "source": source_id,
+                    **entry["files"],
+                    "fetching": fetching["in_flight"],
+                    "waiting": waiting,
+                    "last reconciliation": summary,
+                }
+            )
+        print(f"calls since {since:%Y-%m-%d} (by call date); fetching and waiting: now", file=out)
+        table(rows, ("source", *statuses, "fetching", "waiting", "last reconciliation"), out)
 
     _emit(args, {"since": since.isoformat(), "sources": stats}, render, out)
     return OK

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from callvault.fetch_slots import FetchSlots
 from callvault.jobs import JobQueue
 from callvault.ledger import RecordingLedger, Status
 from callvault.models import ORIGIN_OPERATOR, FetchJob, InvalidJob
@@ -170,7 +171,8 @@ def dlq_redrive(sqs: Any, dlq_url: str, queue_url: str, limit: int) -> tuple[lis
         if parked.job is None:
             kept.append(message)
             continue
-        sqs.send_message(QueueUrl=queue_url, MessageBody=message["Body"])
+        # In its source's message group, as every job travels (the fetch queue is a fair queue).
+        sqs.send_message(QueueUrl=queue_url, MessageBody=message["Body"], MessageGroupId=parked.job.split("/", 1)[0])
         sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
         moved.append(parked)
         if len(moved) >= limit:
@@ -228,10 +230,10 @@ def reconcile_range(
 
 
 def source_stats(
-    ledger: RecordingLedger, state: ReconcileState, source_ids: Iterable[str], since: datetime
+    ledger: RecordingLedger, state: ReconcileState, slots: FetchSlots, source_ids: Iterable[str], since: datetime
 ) -> dict[str, dict[str, Any]]:
-    """Per source: files by status for calls since ``since`` (by call date), and the last
-    reconciliation run."""
+    """Per source: files by status for calls since ``since`` (by call date), the last
+    reconciliation run, and its fetches in flight and waiting for a slot now."""
     first_day = since.date().isoformat()
     stats: dict[str, dict[str, Any]] = {}
     for source_id in source_ids:
@@ -240,5 +242,15 @@ def source_stats(
             for item in ledger.by_call_date(source_id, first_day, "9999-12-31", attributes=("status",))
         )
         last = plain(state.get(source_id).get("last_run") or {})
-        stats[source_id] = {"files": dict(sorted(counts.items())), "last_reconciliation": last}
+        load = slots.load(source_id)
+        stats[source_id] = {
+            "files": dict(sorted(counts.items())),
+            "last_reconciliation": last,
+            # Right now: downloads holding one of its fetch slots, jobs waiting for one.
+            "fetching": {
+                "in_flight": load.in_flight,
+                "waiting": load.waiting,
+                "waiting_since": load.oldest_waiting_since,
+            },
+        }
     return stats

@@ -125,6 +125,9 @@ class CccProvider:
     name = "ccc"
     # A forwarded 2017 event is immediate; 2020 recording events follow once the file is written.
     reconcile_defaults = ReconcileSettings(wait_for_push=timedelta(minutes=30))
+    # At most this many downloads of one source at once, unless the source says (max_concurrent_fetches):
+    # an Alibaba account's API rate (queries per second) is shared with the customer's own use.
+    default_max_concurrent_fetches = 5
     credential_fields = CREDENTIAL_FIELDS
 
     def parse_settings(self, raw: Mapping[str, Any], *, where: str, credentials: bool = True) -> CccSettings:

@@ -148,6 +148,9 @@ class DyplsProvider:
     name = "dypls"
     # The recording receipt follows hang-up by 15-20 minutes (the platform's own figure).
     reconcile_defaults = ReconcileSettings(interval=timedelta(minutes=5), wait_for_push=timedelta(minutes=30))
+    # At most this many downloads of one source at once, unless the source says (max_concurrent_fetches):
+    # an Alibaba account's API rate (queries per second) is shared with the customer's own use.
+    default_max_concurrent_fetches = 5
     credential_fields = CREDENTIAL_FIELDS
 
     def parse_settings(self, raw: Mapping[str, Any], *, where: str, credentials: bool = True) -> DyplsSettings:

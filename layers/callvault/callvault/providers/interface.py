@@ -65,6 +65,8 @@ class Source:
     participants: ParticipantPolicy = field(default_factory=ParticipantPolicy)
     # The lifecycle its objects follow (an S3 tag; callvault.retention).
     retention_class: str = "standard"
+    # Downloads of this source at once, across every fetcher (callvault.fetch_slots).
+    max_concurrent_fetches: int = 5
 
     def allows_ip(self, address: str) -> bool:
         """True when no allowlist is configured or ``address`` is inside it."""
@@ -171,6 +173,8 @@ class CallListing:
 class Provider(Protocol):
     name: str
     reconcile_defaults: ReconcileSettings
+    # Downloads of one source at once (callvault.fetch_slots) when the source does not say.
+    default_max_concurrent_fetches: int
     # Fields of the provider's section that are its credentials: they stay out of the webhook's
     # copy of a source (the internet-facing function never calls the provider).
     credential_fields: frozenset[str]

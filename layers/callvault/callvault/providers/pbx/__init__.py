@@ -127,6 +127,9 @@ class PbxProvider:
     name = PROVIDER_NAME
     # NewCdr goes out at hang-up; the PBX retries briefly, so ten minutes settle a call.
     reconcile_defaults = ReconcileSettings(wait_for_push=timedelta(minutes=10))
+    # At most this many downloads of one source at once, unless the source says (max_concurrent_fetches):
+    # an S-series-style PBX is a small appliance serving calls first; two downloads at once leave it room.
+    default_max_concurrent_fetches = 2
     credential_fields = CREDENTIAL_FIELDS
 
     def parse_settings(self, raw: Mapping[str, Any], *, where: str, credentials: bool = True) -> PbxSettings:

@@ -1,0 +1,146 @@
+"""Per-source fetch slots: at most a source's ``max_concurrent_fetches`` downloads at once,
+across every fetcher instance, so one slow PBX or throttled account never holds every fetcher
+and ten parallel downloads never overload a small PBX.
+
+A slot is an item of the ledger table, ``pk = SLOTS#{source}``, ``sk = SLOT#{n}`` for ``n`` below
+the source's limit, held with a lease: a conditional write takes it if it is free or its lease
+ran out, and the holder frees it when its attempt ends (stored, handed to the retry workflow, or
+failed). A fetcher that crashes never frees its slot: the lease does, when the invocation it was
+sized for is over. Lowering a limit leaves the slots above it to run out.
+
+A job that finds every slot taken is deferred: it goes back to the queue with a delay that grows
+with each deferral (never an attempt: the retry budget is for the provider's trouble), and a
+``WAIT#`` marker says since when it waits, for ``callvault stats`` and the backlog alarm.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from callvault.timefmt import iso, utc_now
+
+SLOTS_PREFIX = "SLOTS#"
+SLOT_PREFIX = "SLOT#"
+WAIT_PREFIX = "WAIT#"
+# A deferred job comes back after 5 s, 10 s, 20 s … at most a minute: soon enough to take a slot
+# freed by a short download, seldom enough that a backlog costs few invocations.
+FIRST_DEFERRAL_SECONDS = 5
+MAX_DEFERRAL_SECONDS = 60
+
+
+def deferral_delay(deferrals: int, most: int = MAX_DEFERRAL_SECONDS, rng: random.Random | None = None) -> int:
+    """Seconds before a job deferred ``deferrals`` times before comes back: doubling from 5 s up
+    to ``most``, with jitter (jobs deferred together do not all come back together)."""
+    base = min(most, FIRST_DEFERRAL_SECONDS * 2 ** min(deferrals, 10))
+    return max(1, int(base * (0.75 + 0.5 * (rng or random).random())))
+
+
+@dataclass(frozen=True)
+class Slot:
+    source_id: str
+    sk: str
+    holder: str
+
+
+@dataclass(frozen=True)
+class SourceLoad:
+    """What ``callvault stats`` shows of a source's fetches right now."""
+
+    in_flight: int
+    waiting: int
+    oldest_waiting_since: str | None
+
+
+class FetchSlots:
+    def __init__(self, table: Any, rng: random.Random | None = None) -> None:
+        self._table = table
+        self._rng = rng or random.Random()  # noqa: S311 - the order slots are tried in, not a secret
+
+    def acquire(
+        self, source_id: str, limit: int, holder: str, lease_seconds: int, now: datetime | None = None
+    ) -> Slot | None:
+        """A free slot of the source, held until released or ``lease_seconds`` from now; None
+        when all ``limit`` are taken. Slots are tried in a random order (no hot first slot)."""
+        moment = now or utc_now()
+        epoch = int(moment.timestamp())
+        numbers = list(range(limit))
+        self._rng.shuffle(numbers)
+        for number in numbers:
+            sk = f"{SLOT_PREFIX}{number:03d}"
+            try:
+                self._table.update_item(
+                    Key={"pk": SLOTS_PREFIX + source_id, "sk": sk},
+                    UpdateExpression="SET #holder = :holder, #until = :until, #since = :since",
+                    ConditionExpression="attribute_not_exists(#until) OR #until < :now OR #holder = :holder",
+                    ExpressionAttributeNames={"#holder": "holder", "#until": "lease_until", "#since": "since"},
+                    ExpressionAttributeValues={
+                        ":holder": holder,
+                        ":until": epoch + lease_seconds,
+                        ":now": epoch,
+                        ":since": iso(moment),
+                    },
+                )
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+                continue
+            return Slot(source_id, sk, holder)
+        return None
+
+    def release(self, slot: Slot) -> None:
+        """Free the slot, if this holder still has it (a lease that ran out may be another's now)."""
+        try:
+            self._table.update_item(
+                Key={"pk": SLOTS_PREFIX + slot.source_id, "sk": slot.sk},
+                UpdateExpression="REMOVE #holder, #until, #since",
+                ConditionExpression="#holder = :holder",
+                ExpressionAttributeNames={"#holder": "holder", "#until": "lease_until", "#since": "since"},
+                ExpressionAttributeValues={":holder": slot.holder},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+
+    def note_waiting(self, source_id: str, identity: str, since: str, until: datetime) -> None:
+        """Record that a job of the source waits for a slot (since its first deferral); the
+        marker expires on its own shortly after the job should have come back."""
+        self._table.put_item(
+            Item={
+                "pk": SLOTS_PREFIX + source_id,
+                "sk": WAIT_PREFIX + _digest(identity),
+                "since": since,
+                "expires_at": int(until.timestamp()),
+            }
+        )
+
+    def done_waiting(self, source_id: str, identity: str) -> None:
+        self._table.delete_item(Key={"pk": SLOTS_PREFIX + source_id, "sk": WAIT_PREFIX + _digest(identity)})
+
+    def load(self, source_id: str, now: datetime | None = None) -> SourceLoad:
+        epoch = int((now or utc_now()).timestamp())
+        items: list[dict[str, Any]] = []
+        params: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": SLOTS_PREFIX + source_id},
+            "ConsistentRead": True,
+        }
+        while True:
+            reply = self._table.query(**params)
+            items += reply.get("Items", [])
+            if "LastEvaluatedKey" not in reply:
+                break
+            params["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
+        held = [i for i in items if str(i["sk"]).startswith(SLOT_PREFIX) and int(i.get("lease_until", 0)) >= epoch]
+        waiting = [i for i in items if str(i["sk"]).startswith(WAIT_PREFIX) and int(i.get("expires_at", 0)) >= epoch]
+        oldest = min((str(i["since"]) for i in waiting), default=None)
+        return SourceLoad(len(held), len(waiting), oldest)
+
+
+def _digest(identity: str) -> str:
+    return hashlib.sha256(identity.encode()).hexdigest()[:32]
