@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from local.emulator.fair_dispatch import FairBuffer
+from local.emulator.fair_dispatch import FairBuffer, hold_for
 from local.emulator.function_runner import FunctionRunner
 
 LOG = logging.getLogger("local.emulator.sqs_poller")
@@ -110,7 +110,8 @@ class QueuePoller:
         wait_seconds: int = 1,
         buffer: FairBuffer | None = None,
     ) -> None:
-        """``buffer``: shared with the mapping's other pollers (one of its own if None)."""
+        """``buffer``: shared with the mapping's other pollers (one of its own, receiving no
+        more than a batch, if None)."""
         self.mapping = mapping
         self._runner = runner
         self._sqs = sqs
@@ -119,7 +120,7 @@ class QueuePoller:
         self._wait_seconds = wait_seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.buffer = buffer or FairBuffer(self._receive)
+        self.buffer = buffer or FairBuffer(self._receive, hold=mapping.batch_size)
 
     def start(self) -> None:
         """Poll in a daemon thread until :meth:`stop`."""
@@ -149,12 +150,13 @@ class QueuePoller:
 
     def poll_once(self) -> int:
         """Take one batch and process it; return the number of messages taken."""
-        messages = self._receive_batch()
-        if messages:
-            try:
+        messages: list[dict[str, Any]] = []
+        try:
+            self._receive_batch(messages)
+            if messages:
                 self._process(messages)
-            finally:
-                self.buffer.done(messages)
+        finally:
+            self.buffer.done(messages)
         return len(messages)
 
     def give_back(self) -> None:
@@ -181,9 +183,10 @@ class QueuePoller:
         messages: list[dict[str, Any]] = reply.get("Messages", [])
         return messages
 
-    def _receive_batch(self) -> list[dict[str, Any]]:
-        """Long-poll for a first message, then fill the batch up to BatchSize/batching window."""
-        batch = self.buffer.take(self.mapping.batch_size, self._wait_seconds)
+    def _receive_batch(self, batch: list[dict[str, Any]]) -> None:
+        """Long-poll for a first message, then fill ``batch`` up to BatchSize/batching window
+        (filled in place: what was taken is the caller's to finish, even if a later take fails)."""
+        batch += self.buffer.take(self.mapping.batch_size, self._wait_seconds)
         deadline = time.monotonic() + self.mapping.batching_window_seconds
         while batch and len(batch) < self.mapping.batch_size and not self._stop.is_set():
             more = self.buffer.take(self.mapping.batch_size - len(batch), 0)
@@ -193,7 +196,6 @@ class QueuePoller:
                 break
             else:
                 time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
-        return batch
 
     def _process(self, messages: list[dict[str, Any]]) -> None:
         """Invoke the function with the batch and acknowledge what succeeded."""
@@ -243,9 +245,19 @@ def start_pollers(
     """One poller per execution environment of the mapped function, sharing one buffer: the
     least busy message group first."""
     pollers: list[QueuePoller] = []
+    sqs = new_client()
+    visibility = float(
+        sqs.get_queue_attributes(QueueUrl=mapping.queue_url, AttributeNames=["VisibilityTimeout"])["Attributes"][
+            "VisibilityTimeout"
+        ]
+    )
     for _ in range(concurrency):
-        buffer = pollers[0].buffer if pollers else None
-        poller = QueuePoller(mapping, runner, new_client(), region, redelivery_delay, buffer=buffer)
+        poller = QueuePoller(mapping, runner, new_client(), region, redelivery_delay)
+        if pollers:
+            poller.buffer = pollers[0].buffer
+        else:
+            hold = hold_for(concurrency, mapping.batch_size, visibility)
+            poller.buffer = FairBuffer(poller._receive, hold=hold, max_age_seconds=visibility / 2)
         poller.start()
         pollers.append(poller)
     return pollers

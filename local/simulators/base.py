@@ -238,6 +238,7 @@ class LoopbackHttpSimulator(Generic[LogEntry]):
         self._thread: threading.Thread | None = None
         self._answering = threading.Event()
         self._answering.set()
+        self._holding = 0
         self._stalls_released = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -318,7 +319,7 @@ class LoopbackHttpSimulator(Generic[LogEntry]):
 
     def hang(self) -> None:
         """Accept connections but answer no request until :meth:`release` (a provider that hangs);
-        each request held is counted as ``held``."""
+        each request held is counted as ``held``, the most held at once as ``held_at_once``."""
         self._answering.clear()
 
     def release(self) -> None:
@@ -433,7 +434,13 @@ class LoopbackHttpSimulator(Generic[LogEntry]):
         self._count("requests")
         if not self._answering.is_set():
             self._count("held")
+            with self._lock:
+                # How many requests it held at the same time, at most (``held_at_once``).
+                self._holding += 1
+                self._counters["held_at_once"] = max(self._counters.get("held_at_once", 0), self._holding)
             self._answering.wait()
+            with self._lock:
+                self._holding -= 1
         try:
             self._handle(h, method)
         except (BrokenPipeError, ConnectionResetError, TimeoutError):

@@ -72,7 +72,7 @@ def test_a_hanging_source_holds_no_more_than_its_limit_and_another_source_is_arc
     slow_calls = [hanging.simulator.place_call(duration_s=10, push=False) for _ in range(CALLS)]
     for call in slow_calls:
         assert post_report(stack, hanging.source_id, call.report, token=hanging.token).status_code == 200
-    wait_for(lambda: hanging.simulator.counters.get("held", 0) >= LIMIT, what="the hanging PBX's downloads")
+    wait_for(lambda: hanging.simulator.counters.get("held_at_once", 0) >= LIMIT, what="the hanging PBX's downloads")
 
     # When another PBX's calls end
     quick_calls = [quick.simulator.place_call(duration_s=10, push=False) for _ in range(CALLS)]
@@ -85,7 +85,7 @@ def test_a_hanging_source_holds_no_more_than_its_limit_and_another_source_is_arc
         # (not archive.settled: the stack is not idle while the other PBX hangs)
         [item] = wait_for(partial(stored, archive, quick.source_id, call.callid), what=f"call {call.callid}")
         assert item["sha256"] == call.sha256
-    assert hanging.simulator.counters.get("held", 0) == LIMIT
+    assert hanging.simulator.counters.get("held_at_once", 0) == LIMIT
     load = slots.load(hanging.source_id)
     assert load.in_flight == LIMIT and load.waiting >= 1
 
@@ -96,8 +96,8 @@ def test_a_hanging_source_holds_no_more_than_its_limit_and_another_source_is_arc
         [item] = archive.settled(hanging.source_id, call.callid)
         assert item["status"] == "STORED" and item["sha256"] == call.sha256
         assert int(item["attempts"]) == 1 and int(item["job_attempt"]) == 1
-    assert hanging.simulator.counters.get("held", 0) == LIMIT
-    wait_for(lambda: slots.load(hanging.source_id).in_flight == 0, what="the slots to be free")
+    assert hanging.simulator.counters.get("held_at_once", 0) == LIMIT
+    wait_for(lambda: slots.in_flight(hanging.source_id) == 0, what="the slots to be free")
 
 
 def stored(archive: Archive, source_id: str, call_id: str) -> list[dict[str, Any]] | None:

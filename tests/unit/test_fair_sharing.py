@@ -162,7 +162,14 @@ def test_each_provider_has_a_default_limit_and_a_source_may_set_its_own() -> Non
 def test_a_deferral_count_from_a_queue_message_is_checked_like_every_field() -> None:
     good = job().to_dict()
     assert FetchJob.from_dict({**good, "deferrals": 4, "waiting_since": "2026-12-02T12:00:00+00:00"}).deferrals == 4
-    for bad in ({"deferrals": -1}, {"deferrals": "4"}, {"deferrals": True}, {"waiting_since": "yesterday"}):
+    bad_values = (
+        {"deferrals": -1},
+        {"deferrals": "4"},
+        {"deferrals": True},
+        {"waiting_since": "yesterday"},
+        {"waiting_since": "2026-01-01"},  # no time zone: could never be compared with the clock
+    )
+    for bad in bad_values:
         with pytest.raises(InvalidJob):
             FetchJob.from_dict({**good, **bad})
 
@@ -187,7 +194,7 @@ def test_the_local_poller_serves_the_least_busy_source_first() -> None:
 
     # A slow source's backlog came first; a quiet source's two jobs after it
     backlog = [message("slow-pbx", n) for n in range(6)] + [message("quiet-ccc", n) for n in range(2)]
-    buffer = FairBuffer(lambda count, wait: [backlog.pop(0) for _ in range(min(count, len(backlog)))])
+    buffer = FairBuffer(lambda count, wait: [backlog.pop(0) for _ in range(min(count, len(backlog)))], hold=10)
 
     taken = [buffer.take(1, 0)[0]["MessageId"] for _ in range(4)]
 

@@ -79,7 +79,7 @@ class Settings:
     event_bus_name: str = "default"
     # The longest a job waits in the queue for one of its source's fetch slots before it tries
     # again (callvault.fetch_slots); the local stack and tests shorten it.
-    fetch_deferral_max_seconds: int = 60
+    fetch_deferral_max_seconds: int = 300
     # Only the example transcription consumer: its calls' language (empty: Transcribe identifies it).
     transcription_language_code: str = ""
 
@@ -137,7 +137,7 @@ class Settings:
             webhook_base_url=env.get("WEBHOOK_BASE_URL", "").strip().rstrip("/"),
             reconcile_queue_url=env.get("RECONCILE_QUEUE_URL", "").strip(),
             event_bus_name=env.get("EVENT_BUS_NAME", "").strip() or "default",
-            fetch_deferral_max_seconds=min(900, positive_int("FETCH_DEFERRAL_MAX_SECONDS", 60)),
+            fetch_deferral_max_seconds=min(900, positive_int("FETCH_DEFERRAL_MAX_SECONDS", 300)),
             transcription_language_code=env.get("TRANSCRIPTION_LANGUAGE_CODE", "").strip(),
         )
 

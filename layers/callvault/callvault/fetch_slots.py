@@ -28,10 +28,11 @@ from callvault.timefmt import iso, utc_now
 SLOTS_PREFIX = "SLOTS#"
 SLOT_PREFIX = "SLOT#"
 WAIT_PREFIX = "WAIT#"
-# A deferred job comes back after 5 s, 10 s, 20 s … at most a minute: soon enough to take a slot
-# freed by a short download, seldom enough that a backlog costs few invocations.
+# A deferred job comes back after 5 s, 10 s, 20 s … at most 5 minutes: soon enough to take a slot
+# freed by a short download, seldom enough that a long backlog (a backfill of thousands of calls
+# on a two-slot PBX) costs few invocations: each waiting job at most one per 5 minutes.
 FIRST_DEFERRAL_SECONDS = 5
-MAX_DEFERRAL_SECONDS = 60
+MAX_DEFERRAL_SECONDS = 300
 
 
 def deferral_delay(deferrals: int, most: int = MAX_DEFERRAL_SECONDS, rng: random.Random | None = None) -> int:
@@ -66,18 +67,22 @@ class FetchSlots:
         self, source_id: str, limit: int, holder: str, lease_seconds: int, now: datetime | None = None
     ) -> Slot | None:
         """A free slot of the source, held until released or ``lease_seconds`` from now; None
-        when all ``limit`` are taken. Slots are tried in a random order (no hot first slot)."""
+        when all ``limit`` are taken. One read finds the slots worth trying (free, or whose lease
+        ran out), tried in a random order (no hot first slot); a full source costs that read only."""
         moment = now or utc_now()
         epoch = int(moment.timestamp())
-        numbers = list(range(limit))
-        self._rng.shuffle(numbers)
-        for number in numbers:
-            sk = f"{SLOT_PREFIX}{number:03d}"
+        taken = {
+            str(item["sk"]) for item in self._items(source_id, SLOT_PREFIX) if int(item.get("lease_until", 0)) >= epoch
+        }
+        free = [f"{SLOT_PREFIX}{number:03d}" for number in range(limit)]
+        free = [sk for sk in free if sk not in taken]
+        self._rng.shuffle(free)
+        for sk in free:
             try:
                 self._table.update_item(
                     Key={"pk": SLOTS_PREFIX + source_id, "sk": sk},
                     UpdateExpression="SET #holder = :holder, #until = :until, #since = :since",
-                    ConditionExpression="attribute_not_exists(#until) OR #until < :now OR #holder = :holder",
+                    ConditionExpression="attribute_not_exists(#until) OR #until < :now",
                     ExpressionAttributeNames={"#holder": "holder", "#until": "lease_until", "#since": "since"},
                     ExpressionAttributeValues={
                         ":holder": holder,
@@ -89,12 +94,13 @@ class FetchSlots:
             except ClientError as exc:
                 if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                     raise
-                continue
+                continue  # taken since the read
             return Slot(source_id, sk, holder)
         return None
 
     def release(self, slot: Slot) -> None:
-        """Free the slot, if this holder still has it (a lease that ran out may be another's now)."""
+        """Free the slot, if this holder still has it (a lease that ran out may be another's now).
+        Raises what DynamoDB raises; the caller decides whether it matters (the lease frees it)."""
         try:
             self._table.update_item(
                 Key={"pk": SLOTS_PREFIX + slot.source_id, "sk": slot.sk},
@@ -122,24 +128,32 @@ class FetchSlots:
     def done_waiting(self, source_id: str, identity: str) -> None:
         self._table.delete_item(Key={"pk": SLOTS_PREFIX + source_id, "sk": WAIT_PREFIX + _digest(identity)})
 
-    def load(self, source_id: str, now: datetime | None = None) -> SourceLoad:
+    def in_flight(self, source_id: str, now: datetime | None = None) -> int:
+        """Slots of the source held right now (one small read: at most its limit of items)."""
         epoch = int((now or utc_now()).timestamp())
+        return sum(int(item.get("lease_until", 0)) >= epoch for item in self._items(source_id, SLOT_PREFIX))
+
+    def load(self, source_id: str, now: datetime | None = None) -> SourceLoad:
+        """Slots held and jobs waiting, for ``callvault stats`` (reads every waiting job's marker:
+        an operator's question, not the fetcher's)."""
+        epoch = int((now or utc_now()).timestamp())
+        waiting = [i for i in self._items(source_id, WAIT_PREFIX) if int(i.get("expires_at", 0)) >= epoch]
+        oldest = min((str(i["since"]) for i in waiting), default=None)
+        return SourceLoad(self.in_flight(source_id, now), len(waiting), oldest)
+
+    def _items(self, source_id: str, prefix: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         params: dict[str, Any] = {
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": SLOTS_PREFIX + source_id},
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": {":pk": SLOTS_PREFIX + source_id, ":prefix": prefix},
             "ConsistentRead": True,
         }
         while True:
             reply = self._table.query(**params)
             items += reply.get("Items", [])
             if "LastEvaluatedKey" not in reply:
-                break
+                return items
             params["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
-        held = [i for i in items if str(i["sk"]).startswith(SLOT_PREFIX) and int(i.get("lease_until", 0)) >= epoch]
-        waiting = [i for i in items if str(i["sk"]).startswith(WAIT_PREFIX) and int(i.get("expires_at", 0)) >= epoch]
-        oldest = min((str(i["since"]) for i in waiting), default=None)
-        return SourceLoad(len(held), len(waiting), oldest)
 
 
 def _digest(identity: str) -> str:

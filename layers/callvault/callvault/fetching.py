@@ -159,37 +159,49 @@ class Fetcher:
                 self._ledger.release(job, failed_key, Status.RETRY_SCHEDULED, "fetcher error, SQS redelivers", lease_id)
             raise
         finally:
-            if slot is not None and self._slots is not None:
-                self._slots.release(slot)
+            if slot is not None:
+                self._release(slot)
         return report
+
+    def _release(self, slot: Slot) -> None:
+        """Free the slot; if DynamoDB will not, its lease frees it (the attempt's outcome stands)."""
+        assert self._slots is not None
+        try:
+            self._slots.release(slot)
+        except Exception:
+            logger.warning("fetch slot not released; its lease frees it", extra={"slot": slot.sk}, exc_info=True)
 
     def _defer(self, source: Source, job: FetchJob) -> int:
         """Send the job back to the queue for later: its source's slots are all taken. The same
-        attempt, so waiting for a slot never eats into the retry budget."""
+        attempt, so waiting for a slot never eats into the retry budget. The job goes back last:
+        should anything before fail, the message is redelivered and nothing was sent twice."""
         assert self._slots is not None and self._requeue is not None
         now = utc_now()
         deferred = job.defer(iso(now))
         delay = deferral_delay(job.deferrals, self._deferral_max_seconds)
+        since = str(deferred.waiting_since)
+        self._slots.note_waiting(source.id, job.identity, since, now + timedelta(seconds=delay + 300))
         self._requeue(deferred, delay)
-        self._slots.note_waiting(
-            source.id, job.identity, str(deferred.waiting_since), now + timedelta(seconds=delay + 300)
-        )
-        waited = (now - datetime.fromisoformat(str(deferred.waiting_since))).total_seconds()
-        record_deferral(
-            provider=job.provider, source_id=source.id, waited_seconds=waited, load=self._slots.load(source.id)
-        )
         logger.info(
             "source at its fetch limit; job deferred",
             extra={"job": loggable(job), "limit": source.max_concurrent_fetches, "back_in_seconds": delay},
         )
+        waited = (now - datetime.fromisoformat(since)).total_seconds()
+        record_deferral(
+            provider=job.provider, source_id=source.id, waited_seconds=waited, in_flight=source.max_concurrent_fetches
+        )
         return delay
 
     def _started(self, source: Source, job: FetchJob) -> None:
-        """A fetch holds one of its source's slots now: how busy the source is, for metrics."""
+        """A fetch holds one of its source's slots now: it waits no more, and how busy the source
+        is goes to the metrics. Neither may cost the fetch anything."""
         assert self._slots is not None
-        if job.deferrals:
-            self._slots.done_waiting(source.id, job.identity)
-        record_fetch_started(provider=job.provider, source_id=source.id, load=self._slots.load(source.id))
+        try:
+            if job.deferrals:
+                self._slots.done_waiting(source.id, job.identity)
+            record_fetch_started(provider=job.provider, source_id=source.id, in_flight=self._slots.in_flight(source.id))
+        except Exception:
+            logger.warning("fetch slot bookkeeping failed", extra={"job": loggable(job)}, exc_info=True)
 
     def _source_of(self, job: FetchJob) -> Source:
         try:

@@ -91,7 +91,9 @@ class FetchJob:
     def defer(self, since: str) -> FetchJob:
         """This job, back in the queue because its source's slots were all taken: the same
         attempt, one more deferral, waiting since its first one."""
-        return replace(self, deferrals=self.deferrals + 1, waiting_since=self.waiting_since or since)
+        return replace(
+            self, deferrals=min(MAX_DEFERRALS, self.deferrals + 1), waiting_since=self.waiting_since or since
+        )
 
     def next_attempt(self) -> FetchJob:
         return replace(self, attempt=self.attempt + 1, deferrals=0, waiting_since=None)
@@ -133,9 +135,12 @@ class FetchJob:
         for name in ("call_time", "not_before", "give_up_at", "waiting_since"):
             if raw.get(name) is not None:
                 try:
-                    datetime.fromisoformat(raw[name])
+                    moment = datetime.fromisoformat(raw[name])
                 except (TypeError, ValueError) as exc:
                     raise InvalidJob(f"fetch job {name} is not ISO 8601: {raw[name]!r}") from exc
+                if name != "call_time" and moment.tzinfo is None:
+                    # Compared with the clock (aware): a time without a zone would fail every delivery.
+                    raise InvalidJob(f"fetch job {name} has no time zone: {raw[name]!r}")
         origin = raw.get("origin", ORIGIN_PUSH)
         if not isinstance(origin, str) or origin not in ORIGINS:
             raise InvalidJob(f"fetch job origin must be one of {', '.join(sorted(ORIGINS))}")

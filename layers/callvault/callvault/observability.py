@@ -8,7 +8,9 @@
   fetcher's metrics on it: files and bytes archived and the call-end-to-archive delay per
   provider; retries and recordings given up on per provider and reason. Dimensions stay few:
   ``reason`` is a code from a fixed set, never the free-text reason; the source id goes along as
-  metadata (searchable in the log, not a dimension).
+  metadata (searchable in the log, not a dimension), but for the fair-sharing metrics, whose
+  point is which source waits (three metrics per source: ``SourceFetchesInFlight``,
+  ``SourceWaitSeconds``, ``FetchesDeferred``; each is a custom metric CloudWatch bills).
 - ``without_phone_numbers``: the free-text reason as an alert may carry it.
 """
 
@@ -16,15 +18,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from callvault.errors import RetryKind
-
-if TYPE_CHECKING:
-    from callvault.fetch_slots import SourceLoad
 
 SERVICE = "callvault"
 METRICS_NAMESPACE = "callvault"
@@ -100,29 +98,21 @@ def record_failure(*, provider: str, source_id: str, error: str) -> None:
     publish_metrics({"RecordingFailures": (MetricUnit.Count, 1)}, _why(provider, error), {"source_id": source_id})
 
 
-def record_fetch_started(*, provider: str, source_id: str, load: SourceLoad) -> None:
-    """A fetch took one of its source's slots: ``SourceFetchesInFlight`` and ``SourceFetchesWaiting``
-    per source (their maximum over a period is how busy the source was)."""
-    _record_load(source_id, load)
+def record_fetch_started(*, provider: str, source_id: str, in_flight: int) -> None:
+    """A fetch took one of its source's slots: ``SourceFetchesInFlight`` (its maximum over a
+    period is how busy the source was)."""
+    publish_metrics({"SourceFetchesInFlight": (MetricUnit.Count, in_flight)}, {"source_id": source_id})
 
 
-def record_deferral(*, provider: str, source_id: str, waited_seconds: float, load: SourceLoad) -> None:
+def record_deferral(*, provider: str, source_id: str, waited_seconds: float, in_flight: int) -> None:
     """A job found its source's slots all taken and went back to the queue: ``FetchesDeferred``
-    per provider, and ``SourceWaitSeconds`` (how long it has waited for a slot) over all sources,
-    which ``SourceBacklogAlarm`` watches, and per source."""
+    per provider and per source (how many jobs waited), ``SourceWaitSeconds`` (how long this one
+    has waited for a slot) per source and over all sources, which ``SourceBacklogAlarm`` watches."""
     publish_metrics({"FetchesDeferred": (MetricUnit.Count, 1)}, {"provider": provider}, {"source_id": source_id})
     waited = {"SourceWaitSeconds": (MetricUnit.Seconds, max(0.0, waited_seconds))}
     publish_metrics(waited, None, {"source_id": source_id})
-    publish_metrics(waited, {"source_id": source_id})
-    _record_load(source_id, load)
-
-
-def _record_load(source_id: str, load: SourceLoad) -> None:
     publish_metrics(
-        {
-            "SourceFetchesInFlight": (MetricUnit.Count, load.in_flight),
-            "SourceFetchesWaiting": (MetricUnit.Count, load.waiting),
-        },
+        {**waited, "FetchesDeferred": (MetricUnit.Count, 1), "SourceFetchesInFlight": (MetricUnit.Count, in_flight)},
         {"source_id": source_id},
     )
 
