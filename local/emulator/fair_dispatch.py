@@ -28,10 +28,10 @@ def group_of(message: dict[str, Any]) -> str:
     return str((message.get("Attributes") or {}).get(GROUP, ""))
 
 
-def hold_for(pollers: int, batch_size: int, visibility_timeout: float) -> int:
-    """How many messages the buffer of a mapping keeps at hand."""
+def hold_for(pollers: int, batch_size: int, visibility_timeout: float) -> int | None:
+    """How many messages the buffer of a mapping keeps at hand; None: no more than a poller takes."""
     if visibility_timeout < PREFETCH_MIN_VISIBILITY_SECONDS:
-        return batch_size
+        return None
     return max(batch_size, min(10, pollers * batch_size))
 
 
@@ -39,12 +39,13 @@ class FairBuffer:
     def __init__(
         self,
         receive: Callable[[int, int], list[dict[str, Any]]],
-        hold: int = 1,
+        hold: int | None = None,
         max_age_seconds: float = float("inf"),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``receive(count, wait_seconds)`` asks the queue for messages; at most ``hold`` are
-        kept here, each for at most ``max_age_seconds``."""
+        kept here, each for at most ``max_age_seconds``; ``hold`` None: a poller receives only
+        what it takes (no choice beyond what one receive returns, nothing held)."""
         self._receive = receive
         self._hold = hold
         self._max_age = max_age_seconds
@@ -62,10 +63,12 @@ class FairBuffer:
         (long-polls, or waits for the poller that is receiving)."""
         with self._lock:
             enough = len(self._at_hand) >= count
-        if self._receiving.acquire(timeout=0 if enough else wait_seconds + 1):
+        # Wait for the poller that is receiving only when this one would long-poll itself: a poller
+        # filling its batch (wait 0) holds messages whose visibility timeout is running.
+        if self._receiving.acquire(timeout=0 if enough or wait_seconds == 0 else wait_seconds + 1):
             try:
                 with self._lock:
-                    wanted = max(count, self._hold) - len(self._at_hand)
+                    wanted = max(count, self._hold or count) - len(self._at_hand)
                     wait = 0 if len(self._at_hand) >= count else wait_seconds
                 received = self._receive(wanted, wait) if wanted > 0 else []
                 with self._lock:

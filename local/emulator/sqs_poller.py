@@ -120,7 +120,7 @@ class QueuePoller:
         self._wait_seconds = wait_seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.buffer = buffer or FairBuffer(self._receive, hold=mapping.batch_size)
+        self.buffer = buffer or FairBuffer(self._receive)
 
     def start(self) -> None:
         """Poll in a daemon thread until :meth:`stop`."""
@@ -257,7 +257,8 @@ def start_pollers(
             poller.buffer = pollers[0].buffer
         else:
             hold = hold_for(concurrency, mapping.batch_size, visibility)
-            poller.buffer = FairBuffer(poller._receive, hold=hold, max_age_seconds=visibility / 2)
+            max_age = visibility / 2 if hold else float("inf")
+            poller.buffer = FairBuffer(poller._receive, hold=hold, max_age_seconds=max_age)
         poller.start()
         pollers.append(poller)
     return pollers
