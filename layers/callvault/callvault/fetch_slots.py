@@ -47,6 +47,7 @@ class Slot:
     source_id: str
     sk: str
     holder: str
+    in_flight: int = 1  # the source's slots held once this one was taken (as the read before it saw)
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class FetchSlots:
                 if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                     raise
                 continue  # taken since the read
-            return Slot(source_id, sk, holder)
+            return Slot(source_id, sk, holder, in_flight=len(taken) + 1)
         return None
 
     def release(self, slot: Slot) -> None:

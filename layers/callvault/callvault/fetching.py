@@ -126,7 +126,7 @@ class Fetcher:
                 if slot is None:
                     report.deferred = self._defer(source, job)
                     return report
-                self._started(source, job)
+                self._started(source, job, slot)
             claimed_up_front: Claim | None = None
             if job.names_a_file:
                 # The file is known up front: a stored or busy one costs no provider call.
@@ -192,14 +192,15 @@ class Fetcher:
         )
         return delay
 
-    def _started(self, source: Source, job: FetchJob) -> None:
+    def _started(self, source: Source, job: FetchJob, slot: Slot) -> None:
         """A fetch holds one of its source's slots now: it waits no more, and how busy the source
-        is goes to the metrics. Neither may cost the fetch anything."""
+        is goes to the metrics (as taking the slot saw it: no read more). Neither may cost the
+        fetch anything."""
         assert self._slots is not None
         try:
             if job.deferrals:
                 self._slots.done_waiting(source.id, job.identity)
-            record_fetch_started(provider=job.provider, source_id=source.id, in_flight=self._slots.in_flight(source.id))
+            record_fetch_started(provider=job.provider, source_id=source.id, in_flight=slot.in_flight)
         except Exception:
             logger.warning("fetch slot bookkeeping failed", extra={"job": loggable(job)}, exc_info=True)
 
