@@ -220,19 +220,8 @@ def stack(
         _source(pbxs["storage-pbx"]),
         *(source.document for source in alibaba.values()),
     ]
-    sources_file = work / "sources.yaml"
-    sources_file.write_text(yaml.safe_dump({"sources": sources}))
-    with LocalStack(
-        ROOT / "template.yaml",
-        sources_file=sources_file,
-        state_file=work / "state.json",
-        parameters=RETRY_PARAMETERS,
-        run_schedules=False,
-        concurrency=2,
-        redelivery_delay=1,
-        # S3's smallest part: a recording of a few MB is already a multipart upload.
-        env_overrides={"TRANSFER_PART_SIZE_MIB": str(PART_SIZE // MIB)},
-    ) as running:
+    # S3's smallest part: a recording of a few MB is already a multipart upload.
+    with stack_of(work, sources, env_overrides={"TRANSFER_PART_SIZE_MIB": str(PART_SIZE // MIB)}) as running:
         # The session keeper logs in: PBXs now push reports. (Reconciliation runs only where a
         # test asks for it: these simulators outlive the stack and hold other modules' calls.)
         running.run_schedules_now("PbxSessionKeeperFunction")
@@ -240,6 +229,21 @@ def stack(
 
 
 # ---------------------------------------------------------------------------------- helpers
+
+
+def stack_of(work: Path, sources: list[dict[str, Any]], **options: Any) -> LocalStack:
+    """The real template on a module's own sources: fast retries, no schedules (a test runs what
+    it needs), two execution environments per function; ``options`` override LocalStack's."""
+    sources_file = work / "sources.yaml"
+    sources_file.write_text(yaml.safe_dump({"sources": sources}))
+    settings: dict[str, Any] = {
+        "parameters": RETRY_PARAMETERS,
+        "run_schedules": False,
+        "concurrency": 2,
+        "redelivery_delay": 1,
+        **options,
+    }
+    return LocalStack(ROOT / "template.yaml", sources_file=sources_file, state_file=work / "state.json", **settings)
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:

@@ -12,13 +12,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 
 from callvault.keys import catalog_key, sidecar_key
 from local.consumer_contract import EventTap, problems
 from local.emulator.stack import LocalStack
 from local.simulators.pbx import PbxSimulator
-from tests.conftest import ROOT
 from tests.integration.conftest import (
     RETRY_PARAMETERS,
     ZONE,
@@ -26,6 +24,7 @@ from tests.integration.conftest import (
     Pbx,
     post_report,
     simulated_pbx_source,
+    stack_of,
     started_pbxs,
     wait_for,
 )
@@ -57,17 +56,8 @@ def stack(pbxs: dict[str, Pbx], tmp_path_factory: pytest.TempPathFactory) -> Ite
         ),
         simulated_pbx_source(pbxs["failing-pbx"]),  # participants masked: the default
     ]
-    sources_file = work / "sources.yaml"
-    sources_file.write_text(yaml.safe_dump({"sources": sources}))
-    with LocalStack(
-        ROOT / "template.yaml",
-        sources_file=sources_file,
-        state_file=work / "state.json",
-        parameters={**RETRY_PARAMETERS, "EnableTranscription": "true", "EnableCallCatalog": "true"},
-        run_schedules=False,
-        concurrency=2,
-        redelivery_delay=1,
-    ) as running:
+    every_option = {**RETRY_PARAMETERS, "EnableTranscription": "true", "EnableCallCatalog": "true"}
+    with stack_of(work, sources, parameters=every_option) as running:
         yield running
 
 

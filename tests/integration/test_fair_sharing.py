@@ -9,20 +9,18 @@ from functools import partial
 from typing import Any
 
 import pytest
-import yaml
 
 from callvault.admin.target import StackTarget
 from callvault.fetch_slots import FetchSlots
 from local.emulator.stack import LocalStack
 from local.simulators.pbx import PbxSimulator
-from tests.conftest import ROOT
 from tests.integration.conftest import (
-    RETRY_PARAMETERS,
     ZONE,
     Archive,
     Pbx,
     post_report,
     simulated_pbx_source,
+    stack_of,
     started_pbxs,
     wait_for,
 )
@@ -45,18 +43,8 @@ def stack(pbxs: dict[str, Pbx], tmp_path_factory: pytest.TempPathFactory) -> Ite
         simulated_pbx_source(pbxs["hanging-pbx"], patient, max_concurrent_fetches=LIMIT),
         simulated_pbx_source(pbxs["quick-pbx"], patient),
     ]
-    sources_file = work / "sources.yaml"
-    sources_file.write_text(yaml.safe_dump({"sources": sources}))
-    with LocalStack(
-        ROOT / "template.yaml",
-        sources_file=sources_file,
-        state_file=work / "state.json",
-        parameters=RETRY_PARAMETERS,
-        run_schedules=False,
-        concurrency=4,  # four fetchers: without a limit the hanging PBX's jobs would take them all
-        redelivery_delay=1,
-        env_overrides={"FETCH_DEFERRAL_MAX_SECONDS": "2"},
-    ) as running:
+    # Four fetchers: without a limit the hanging PBX's jobs would take them all.
+    with stack_of(work, sources, concurrency=4, env_overrides={"FETCH_DEFERRAL_MAX_SECONDS": "2"}) as running:
         yield running
 
 
